@@ -1,0 +1,127 @@
+"""The ports of the persistence layer, as ``typing.Protocol`` s.
+
+Every implementation (in-memory, SQLite, PostgreSQL; memory, filesystem, S3) passes the same
+contract suite under ``tests/contract``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from schemas import CommandCompleted, EventEnvelope
+from worker.core.model import BoundaryReceipt, Decision, InputRecord, RuntimeRow, SessionSnapshot
+
+
+@dataclass(frozen=True)
+class StoredRuntime:
+    """What a cold load reads: the runtime row, its non-terminal inputs, and which of the
+    (run id, sequence) pairs named by those inputs have a committed boundary receipt."""
+
+    row: RuntimeRow | None
+    inputs: tuple[InputRecord, ...]
+    receipts: frozenset[tuple[UUID, int]]
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    position: int
+    event: EventEnvelope
+
+
+class RuntimeStore(Protocol):
+    async def load_runtime(self, runtime_id: str) -> StoredRuntime:
+        """Row + non-terminal inputs + receipts present for applied inputs."""
+        ...
+
+    async def find_input(
+        self, runtime_id: str, input_id: UUID, idempotency_key: str | None
+    ) -> UUID | None:
+        """Id of a stored input with this id or this idempotency key (terminal ones too)."""
+        ...
+
+    async def find_command(self, runtime_id: str, command_id: UUID) -> CommandCompleted | None:
+        """The stored outcome of an already processed command."""
+        ...
+
+    async def commit(self, decisions: Sequence[Decision]) -> None:
+        """Apply every decision's mutations and outbox events in ONE transaction.
+
+        Each ``PutRuntime`` is a compare-and-set on the version inside that transaction.
+        Raises VersionConflict, ReceiptConflict/DuplicateRow, StoreUnavailable or
+        CommitOutcomeUnknown; on any error nothing was written (except, for the last, maybe all).
+        """
+        ...
+
+    async def load_snapshot(self, runtime_id: str) -> SessionSnapshot | None: ...
+
+    async def get_input(self, runtime_id: str, input_id: UUID) -> InputRecord | None: ...
+
+    async def list_inputs(self, runtime_id: str) -> list[InputRecord]:
+        """Every stored input of the runtime (terminal ones too), in admission order."""
+        ...
+
+    async def list_receipts(self, runtime_id: str, limit: int = 20) -> list[BoundaryReceipt]:
+        """Latest receipts first."""
+        ...
+
+    async def list_events(self, runtime_id: str, limit: int = 20) -> list[EventEnvelope]:
+        """Latest outbox events of the runtime first (sent or not)."""
+        ...
+
+    async def fetch_unsent_events(self, limit: int) -> list[OutboxEvent]:
+        """Oldest unsent outbox events first."""
+        ...
+
+    async def mark_events_sent(self, positions: Sequence[int]) -> None: ...
+
+    async def referenced_blob_ids(self) -> set[str]:
+        """Every blob id referenced by a stored input (for the blob garbage collector)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot be reached."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    blob_id: str
+    media_type: str
+    data_base64: str
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    blob_id: str
+    size: int
+    modified_at: datetime
+
+
+class BlobStore(Protocol):
+    max_blob_bytes: int
+
+    async def put_image(self, media_type: str, data_base64: str) -> str:
+        """Store under the content address (idempotent) and return the blob id."""
+        ...
+
+    async def get(self, blob_id: str) -> StoredBlob:
+        """Raise BlobNotFound, InvalidBlobId or BlobCorrupt."""
+        ...
+
+    async def exists(self, blob_id: str) -> bool: ...
+
+    async def delete(self, blob_id: str) -> None:
+        """Idempotent."""
+        ...
+
+    async def list_blobs(self) -> list[BlobInfo]: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
