@@ -49,7 +49,7 @@ AnyInput = (
 )
 
 
-class InputRejected(Exception):  # noqa: N818 - the domain word is "rejected"
+class InputRejected(Exception):
     """An input broke a validation rule; ``reason`` is the wire rejection."""
 
     def __init__(self, reason: RejectReason) -> None:

@@ -8,4 +8,5 @@ in-process moto S3 server).
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.s3",
+    "tests.fixtures.rabbitmq",
 ]

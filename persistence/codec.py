@@ -1,0 +1,234 @@
+"""Exact JSON round-trip of the stored values.
+
+Every store keeps the same JSON shapes, so a value written by one store reads back equal from
+any other. Datetimes are written as ISO 8601 in UTC and must be timezone-aware: a naive time
+has no single meaning once it is stored, so it is refused rather than guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import TypeAdapter
+
+from schemas import (
+    AbandonReason,
+    AnyInput,
+    BlobImageBlock,
+    CommandCompleted,
+    Durability,
+    EventEnvelope,
+    Input,
+    InputKind,
+    InputPhase,
+    Lane,
+    RuntimePhase,
+)
+from schemas.validation import content_blocks
+from worker.core.model import (
+    BoundaryReceipt,
+    HistoryEntry,
+    InputRecord,
+    RuntimeRow,
+    SessionSnapshot,
+)
+
+Json = dict[str, Any]
+
+_INPUT = TypeAdapter[AnyInput](Input)
+_ABANDON_REASON = TypeAdapter[AbandonReason](AbandonReason)
+
+
+def encode_time(value: datetime) -> str:
+    return to_utc(value).isoformat()
+
+
+def decode_time(text: str) -> datetime:
+    return to_utc(datetime.fromisoformat(text))
+
+
+def to_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime cannot be stored: {value!r}")
+    return value.astimezone(UTC)
+
+
+def _opt_uuid(value: UUID | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _decode_opt_uuid(value: str | None) -> UUID | None:
+    return None if value is None else UUID(value)
+
+
+def encode_input(record: InputRecord) -> Json:
+    return {
+        "input_id": str(record.input_id),
+        "kind": record.kind.value,
+        "phase": record.phase.value,
+        "lane": record.lane.value,
+        "admission_seq": record.admission_seq,
+        "durability": record.durability.value,
+        "payload": _INPUT.dump_python(record.payload, mode="json"),
+        "created_at": encode_time(record.created_at),
+        "updated_at": encode_time(record.updated_at),
+        "attempt_count": record.attempt_count,
+        "idempotency_key": record.idempotency_key,
+        "supersession_key": record.supersession_key,
+        "correlation_id": record.correlation_id,
+        "last_run_id": _opt_uuid(record.last_run_id),
+        "boundary_sequence": record.boundary_sequence,
+        "superseded_by": _opt_uuid(record.superseded_by),
+        "aggregate_id": _opt_uuid(record.aggregate_id),
+        "abandon_reason": (
+            None
+            if record.abandon_reason is None
+            else _ABANDON_REASON.dump_python(record.abandon_reason, mode="json")
+        ),
+        "recovery_count": record.recovery_count,
+        "history": [_encode_history(entry) for entry in record.history],
+    }
+
+
+def decode_input(data: Mapping[str, Any]) -> InputRecord:
+    reason = data["abandon_reason"]
+    return InputRecord(
+        input_id=UUID(data["input_id"]),
+        kind=InputKind(data["kind"]),
+        phase=InputPhase(data["phase"]),
+        lane=Lane(data["lane"]),
+        admission_seq=data["admission_seq"],
+        durability=Durability(data["durability"]),
+        payload=_INPUT.validate_python(data["payload"]),
+        created_at=decode_time(data["created_at"]),
+        updated_at=decode_time(data["updated_at"]),
+        attempt_count=data["attempt_count"],
+        idempotency_key=data["idempotency_key"],
+        supersession_key=data["supersession_key"],
+        correlation_id=data["correlation_id"],
+        last_run_id=_decode_opt_uuid(data["last_run_id"]),
+        boundary_sequence=data["boundary_sequence"],
+        superseded_by=_decode_opt_uuid(data["superseded_by"]),
+        aggregate_id=_decode_opt_uuid(data["aggregate_id"]),
+        abandon_reason=None if reason is None else _ABANDON_REASON.validate_python(reason),
+        recovery_count=data["recovery_count"],
+        history=tuple(_decode_history(entry) for entry in data["history"]),
+    )
+
+
+def _encode_history(entry: HistoryEntry) -> Json:
+    return {
+        "at": encode_time(entry.at),
+        "from_phase": None if entry.from_phase is None else entry.from_phase.value,
+        "to_phase": entry.to_phase.value,
+        "reason": entry.reason,
+    }
+
+
+def _decode_history(data: Mapping[str, Any]) -> HistoryEntry:
+    from_phase = data["from_phase"]
+    return HistoryEntry(
+        at=decode_time(data["at"]),
+        from_phase=None if from_phase is None else InputPhase(from_phase),
+        to_phase=InputPhase(data["to_phase"]),
+        reason=data["reason"],
+    )
+
+
+def blob_ids_of(record: InputRecord) -> list[str]:
+    """Blob ids the stored payload refers to, in order of appearance, each once."""
+    seen: dict[str, None] = {}
+    for block in content_blocks(record.payload):
+        if isinstance(block, BlobImageBlock):
+            seen.setdefault(block.blob_id, None)
+    return list(seen)
+
+
+def encode_runtime_row(row: RuntimeRow) -> Json:
+    return {
+        "runtime_id": row.runtime_id,
+        "phase": row.phase.value,
+        "pre_run_phase": None if row.pre_run_phase is None else row.pre_run_phase.value,
+        "current_run_id": _opt_uuid(row.current_run_id),
+        "next_admission_seq": row.next_admission_seq,
+        "version": row.version,
+        "updated_at": encode_time(row.updated_at),
+    }
+
+
+def decode_runtime_row(data: Mapping[str, Any]) -> RuntimeRow:
+    pre_run = data["pre_run_phase"]
+    return RuntimeRow(
+        runtime_id=data["runtime_id"],
+        phase=RuntimePhase(data["phase"]),
+        pre_run_phase=None if pre_run is None else RuntimePhase(pre_run),
+        current_run_id=_decode_opt_uuid(data["current_run_id"]),
+        next_admission_seq=data["next_admission_seq"],
+        version=data["version"],
+        updated_at=decode_time(data["updated_at"]),
+    )
+
+
+def encode_receipt(receipt: BoundaryReceipt) -> Json:
+    return {
+        "runtime_id": receipt.runtime_id,
+        "run_id": str(receipt.run_id),
+        "sequence": receipt.sequence,
+        "contributing_input_ids": [str(i) for i in receipt.contributing_input_ids],
+        "conversation_digest": receipt.conversation_digest,
+        "message_count": receipt.message_count,
+        "committed_at": encode_time(receipt.committed_at),
+    }
+
+
+def decode_receipt(data: Mapping[str, Any]) -> BoundaryReceipt:
+    return BoundaryReceipt(
+        runtime_id=data["runtime_id"],
+        run_id=UUID(data["run_id"]),
+        sequence=data["sequence"],
+        contributing_input_ids=tuple(UUID(i) for i in data["contributing_input_ids"]),
+        conversation_digest=data["conversation_digest"],
+        message_count=data["message_count"],
+        committed_at=decode_time(data["committed_at"]),
+    )
+
+
+def encode_snapshot(snapshot: SessionSnapshot) -> Json:
+    return {
+        "runtime_id": snapshot.runtime_id,
+        "run_id": str(snapshot.run_id),
+        "body": dict(snapshot.body),
+        "digest": snapshot.digest,
+        "message_count": snapshot.message_count,
+        "committed_at": encode_time(snapshot.committed_at),
+    }
+
+
+def decode_snapshot(data: Mapping[str, Any]) -> SessionSnapshot:
+    return SessionSnapshot(
+        runtime_id=data["runtime_id"],
+        run_id=UUID(data["run_id"]),
+        body=dict(data["body"]),
+        digest=data["digest"],
+        message_count=data["message_count"],
+        committed_at=decode_time(data["committed_at"]),
+    )
+
+
+def encode_command(outcome: CommandCompleted) -> Json:
+    return outcome.model_dump(mode="json")
+
+
+def decode_command(data: Mapping[str, Any]) -> CommandCompleted:
+    return CommandCompleted.model_validate(data)
+
+
+def encode_event(event: EventEnvelope) -> Json:
+    return event.model_dump(mode="json")
+
+
+def decode_event(data: Mapping[str, Any]) -> EventEnvelope:
+    return EventEnvelope.model_validate(data)

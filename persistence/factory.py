@@ -1,0 +1,23 @@
+"""Opening a runtime store from its URL."""
+
+from __future__ import annotations
+
+from persistence.memory import MemoryRuntimeStore
+from persistence.ports import RuntimeStore
+from persistence.sql.store import open_store
+
+MEMORY_URL = "memory://"
+
+
+async def open_runtime_store(url: str, *, create_schema: bool = False) -> RuntimeStore:
+    """The store for ``url``.
+
+    ``memory://`` is a fresh in-process store (nothing survives the process);
+    ``sqlite+aiosqlite:///path`` and ``postgresql+asyncpg://...`` (also ``postgresql://`` and
+    ``postgres://``) are SQL stores. ``create_schema`` runs the migrations first. Raises
+    ValueError for any other URL, StoreUnavailable when the database does not answer and
+    UnsafeDatabase when its commits are not durable. Messages never show the password.
+    """
+    if url.startswith(MEMORY_URL):
+        return MemoryRuntimeStore()
+    return await open_store(url, create_schema=create_schema)

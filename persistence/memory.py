@@ -1,0 +1,257 @@
+"""The runtime store in process memory: the reference the SQL stores are tested against.
+
+A commit works on copies of the runtimes it touches and swaps them in only when every mutation
+of every decision succeeded, so a failed commit leaves nothing behind, as a rolled-back
+transaction would. It raises the same typed errors as the SQL stores for the same conflicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import UUID
+
+from persistence.codec import blob_ids_of, to_utc
+from persistence.errors import DuplicateRow, ReceiptConflict, StoreError, VersionConflict
+from persistence.ports import OutboxEvent, StoredRuntime
+from schemas import CommandCompleted, EventEnvelope, InputPhase, RuntimePhase
+from worker.core.model import (
+    BoundaryReceipt,
+    Decision,
+    DeleteInput,
+    InputRecord,
+    Mutation,
+    PutInput,
+    PutReceipt,
+    PutRuntime,
+    PutSnapshot,
+    RecordCommand,
+    RuntimeRow,
+    SessionSnapshot,
+)
+
+_APPLIED_PHASES = frozenset({InputPhase.APPLIED, InputPhase.APPLIED_PENDING_CONSUMPTION})
+
+
+@dataclass
+class _Stored:
+    """Everything stored for one runtime (the rows of every table keyed by this runtime)."""
+
+    row: RuntimeRow | None = None
+    inputs: dict[UUID, InputRecord] = field(default_factory=dict)
+    receipts: dict[tuple[UUID, int], BoundaryReceipt] = field(default_factory=dict)
+    snapshot: SessionSnapshot | None = None
+    commands: dict[UUID, CommandCompleted] = field(default_factory=dict)
+
+
+@dataclass
+class _Outboxed:
+    position: int
+    event: EventEnvelope
+    sent_at: datetime | None = None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MemoryRuntimeStore:
+    """``RuntimeStore`` held in dictionaries; nothing survives the process."""
+
+    def __init__(self, *, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._runtimes: dict[str, _Stored] = {}
+        self._outbox: dict[int, _Outboxed] = {}
+        self._event_ids: set[UUID] = set()
+        self._next_position = 1
+        self._clock = clock
+        self._lock = asyncio.Lock()
+
+    def _stored(self, runtime_id: str) -> _Stored:
+        return self._runtimes.get(runtime_id) or _Stored()
+
+    async def load_runtime(self, runtime_id: str) -> StoredRuntime:
+        stored = self._stored(runtime_id)
+        live = [r for r in _in_admission_order(stored.inputs.values()) if not r.is_terminal]
+        named = {
+            (r.last_run_id, r.boundary_sequence)
+            for r in live
+            if r.phase in _APPLIED_PHASES
+            and r.last_run_id is not None
+            and r.boundary_sequence is not None
+        }
+        present = frozenset(pair for pair in named if pair in stored.receipts)
+        return StoredRuntime(row=stored.row, inputs=tuple(live), receipts=present)
+
+    async def find_input(
+        self, runtime_id: str, input_id: UUID, idempotency_key: str | None
+    ) -> UUID | None:
+        stored = self._stored(runtime_id)
+        if input_id in stored.inputs:
+            return input_id
+        if idempotency_key is None:
+            return None
+        return _key_owner(stored.inputs, idempotency_key)
+
+    async def find_command(self, runtime_id: str, command_id: UUID) -> CommandCompleted | None:
+        return self._stored(runtime_id).commands.get(command_id)
+
+    async def commit(self, decisions: Sequence[Decision]) -> None:
+        async with self._lock:
+            staged: dict[str, _Stored] = {}
+            events: list[EventEnvelope] = []
+            event_ids = set(self._event_ids)
+            for decision in decisions:
+                for mutation in decision.mutations:
+                    self._apply(staged, decision.runtime_id, mutation)
+                for event in decision.events:
+                    if event.event_id in event_ids:
+                        raise DuplicateRow("event id", str(event.event_id))
+                    event_ids.add(event.event_id)
+                    events.append(event)
+            self._runtimes.update(staged)
+            for event in events:
+                self._outbox[self._next_position] = _Outboxed(self._next_position, event)
+                self._next_position += 1
+            self._event_ids = event_ids
+
+    def _staged(self, staged: dict[str, _Stored], runtime_id: str) -> _Stored:
+        if runtime_id not in staged:
+            current = self._runtimes.get(runtime_id)
+            staged[runtime_id] = copy.copy(current) if current else _Stored()
+            for name in ("inputs", "receipts", "commands"):
+                setattr(staged[runtime_id], name, dict(getattr(staged[runtime_id], name)))
+        return staged[runtime_id]
+
+    def _apply(self, staged: dict[str, _Stored], runtime_id: str, mutation: Mutation) -> None:
+        if isinstance(mutation, PutRuntime):
+            _put_runtime(self._staged(staged, mutation.row.runtime_id), mutation)
+            return
+        owner = (
+            mutation.receipt.runtime_id
+            if isinstance(mutation, PutReceipt)
+            else mutation.snapshot.runtime_id
+            if isinstance(mutation, PutSnapshot)
+            else runtime_id
+        )
+        target = self._staged(staged, owner)
+        if target.row is None and not isinstance(mutation, DeleteInput):
+            raise StoreError(f"a row refers to runtime {owner!r}, which is not stored")
+        match mutation:
+            case PutInput(record=record, insert=insert):
+                _put_input(target, owner, record, insert=insert)
+            case DeleteInput(input_id=input_id):
+                target.inputs.pop(input_id, None)
+            case PutReceipt(receipt=receipt):
+                key = (receipt.run_id, receipt.sequence)
+                if key in target.receipts:
+                    raise ReceiptConflict(
+                        f"runtime {owner!r} run {receipt.run_id} sequence {receipt.sequence}"
+                    )
+                _check_times(receipt.committed_at)
+                target.receipts[key] = receipt
+            case PutSnapshot(snapshot=snapshot):
+                _check_times(snapshot.committed_at)
+                target.snapshot = snapshot
+            case RecordCommand(command_id=command_id, outcome=outcome, at=at):
+                if command_id in target.commands:
+                    raise DuplicateRow("command id", f"command {command_id}")
+                _check_times(at)
+                target.commands[command_id] = outcome
+
+    async def runtimes_with_pending_work(self, limit: int = 10_000) -> list[str]:
+        pending = [
+            runtime_id
+            for runtime_id, stored in self._runtimes.items()
+            if (stored.row is not None and stored.row.phase is RuntimePhase.RUNNING)
+            or any(not r.is_terminal for r in stored.inputs.values())
+        ]
+        return sorted(pending)[:limit]
+
+    async def load_snapshot(self, runtime_id: str) -> SessionSnapshot | None:
+        return self._stored(runtime_id).snapshot
+
+    async def get_input(self, runtime_id: str, input_id: UUID) -> InputRecord | None:
+        return self._stored(runtime_id).inputs.get(input_id)
+
+    async def list_inputs(self, runtime_id: str) -> list[InputRecord]:
+        return _in_admission_order(self._stored(runtime_id).inputs.values())
+
+    async def list_receipts(self, runtime_id: str, limit: int = 20) -> list[BoundaryReceipt]:
+        receipts = sorted(
+            self._stored(runtime_id).receipts.values(),
+            key=lambda r: (r.committed_at, r.sequence, r.run_id),
+            reverse=True,
+        )
+        return receipts[:limit]
+
+    async def list_events(self, runtime_id: str, limit: int = 20) -> list[EventEnvelope]:
+        mine = [o.event for o in self._outbox.values() if o.event.runtime_id == runtime_id]
+        return mine[::-1][:limit]
+
+    async def fetch_unsent_events(self, limit: int) -> list[OutboxEvent]:
+        unsent = (o for o in self._outbox.values() if o.sent_at is None)
+        return [OutboxEvent(o.position, o.event) for o in itertools.islice(unsent, limit)]
+
+    async def mark_events_sent(self, positions: Sequence[int]) -> None:
+        now = self._clock()
+        for position in positions:
+            outboxed = self._outbox.get(position)
+            if outboxed is not None and outboxed.sent_at is None:
+                outboxed.sent_at = now
+
+    async def referenced_blob_ids(self) -> set[str]:
+        return {
+            blob_id
+            for stored in self._runtimes.values()
+            for record in stored.inputs.values()
+            for blob_id in blob_ids_of(record)
+        }
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def _in_admission_order(records: Iterable[InputRecord]) -> list[InputRecord]:
+    return sorted(records, key=lambda r: (r.admission_seq, r.input_id))
+
+
+def _key_owner(records: dict[UUID, InputRecord], key: str) -> UUID | None:
+    return next((r.input_id for r in records.values() if r.idempotency_key == key), None)
+
+
+def _check_times(*times: datetime) -> None:
+    for value in times:
+        to_utc(value)
+
+
+def _put_runtime(target: _Stored, mutation: PutRuntime) -> None:
+    current = target.row
+    expected = mutation.expected_version
+    stored_version = 0 if current is None else current.version
+    if stored_version != expected or (current is not None and expected == 0):
+        raise VersionConflict(mutation.row.runtime_id, expected)
+    _check_times(mutation.row.updated_at)
+    target.row = mutation.row
+
+
+def _put_input(target: _Stored, runtime_id: str, record: InputRecord, *, insert: bool) -> None:
+    exists = record.input_id in target.inputs
+    if insert and exists:
+        raise DuplicateRow("input id", f"input {record.input_id} key {record.idempotency_key!r}")
+    if not insert and not exists:
+        raise StoreError(f"runtime {runtime_id!r}: input {record.input_id} is not stored")
+    if record.idempotency_key is not None:
+        owner = _key_owner(target.inputs, record.idempotency_key)
+        if owner is not None and owner != record.input_id:
+            raise DuplicateRow(
+                "idempotency key", f"input {record.input_id} key {record.idempotency_key!r}"
+            )
+    _check_times(record.created_at, record.updated_at)
+    target.inputs[record.input_id] = record

@@ -1,0 +1,73 @@
+"""Schema migrations (Alembic), run from code: no ``alembic.ini`` is needed.
+
+Several workers may start at once against one PostgreSQL database; a transaction-scoped advisory
+lock makes the second wait for the first and then find the schema at head. On SQLite the
+migration transaction begins IMMEDIATE, which serialises migrators the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from persistence.sql.engine import WRITE_OPTION, database_url, make_engine
+from persistence.sql.failures import DATABASE_ERRORS, store_error
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+_ADVISORY_LOCK_KEY = 0x6D65_6572_6B61_74  # "meerkat"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic configuration pointing at the packaged migrations.
+
+    With ``connection`` the migrations run on it, inside its transaction.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade_connection(connection: Connection) -> None:
+    """Upgrade to head on ``connection``; the caller commits."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+    command.upgrade(alembic_config(connection), "head")
+
+
+async def upgrade_engine(engine: AsyncEngine) -> None:
+    """Upgrade the database behind ``engine`` to head (idempotent)."""
+    try:
+        async with engine.connect() as conn:
+            await conn.execution_options(**{WRITE_OPTION: True})
+            await conn.begin()
+            await conn.run_sync(upgrade_connection)
+            await conn.commit()
+    except DATABASE_ERRORS as exc:
+        raise store_error(exc) from exc
+
+
+async def upgrade_async(url: str) -> None:
+    """Upgrade the database at ``url`` to the latest schema (idempotent).
+
+    A ``memory://`` store has no schema; upgrading it does nothing.
+    """
+    if url.startswith("memory://"):
+        return
+    engine = make_engine(database_url(url), purpose="migrate")
+    try:
+        await upgrade_engine(engine)
+    finally:
+        await engine.dispose()
+
+
+def upgrade(database_url: str) -> None:
+    """Synchronous entry point of :func:`upgrade_async`; call it outside any event loop."""
+    asyncio.run(upgrade_async(database_url))

@@ -1,0 +1,127 @@
+"""Database URLs and engines: the one place where PostgreSQL and SQLite set-up differs.
+
+PostgreSQL connections carry short statement and lock timeouts so that a stuck database turns
+into a retryable error instead of a hung consumer. SQLite connections are made durable and
+concurrent (WAL, ``synchronous=FULL``, a busy timeout, foreign keys on), and SQLAlchemy emits
+BEGIN itself because the sqlite3 driver's own transaction handling skips BEGIN before SELECT,
+which would split a multi-statement read across snapshots.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import URL, Connection, event, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from persistence.errors import StoreUnavailable
+
+POSTGRES_DRIVER = "postgresql+asyncpg"
+SQLITE_DRIVER = "sqlite+aiosqlite"
+_POSTGRES_ALIASES = {"postgres", "postgresql", POSTGRES_DRIVER}
+_SQLITE_ALIASES = {"sqlite", SQLITE_DRIVER}
+
+CONNECT_TIMEOUT_S = 5.0
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+Purpose = Literal["store", "migrate"]
+
+_PG_COMMAND_TIMEOUT_S: dict[Purpose, float] = {"store": 30.0, "migrate": 600.0}
+"""Client-side bound on one statement: covers a network that silently stops answering."""
+
+_PG_TIMEOUTS: dict[Purpose, dict[str, str]] = {
+    "store": {
+        "statement_timeout": "15s",
+        "lock_timeout": "5s",
+        "idle_in_transaction_session_timeout": "60s",
+    },
+    # Schema changes may wait for another process's migration to finish.
+    "migrate": {"statement_timeout": "5min", "lock_timeout": "2min"},
+}
+
+WRITE_OPTION = "meerkat_write"
+"""Execution option marking a write transaction: on SQLite it begins IMMEDIATE, taking the
+write lock up front, so two writers queue on the busy timeout instead of one failing on upgrade."""
+
+
+def database_url(url: str) -> URL:
+    """Parse and normalise a store URL to the async driver of its database.
+
+    ``postgres://`` and ``postgresql://`` become ``postgresql+asyncpg://``; ``sqlite://`` becomes
+    ``sqlite+aiosqlite://``. Error messages never carry the password.
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError("not a database URL (expected postgresql://... or sqlite://...)") from None
+    if parsed.drivername in _POSTGRES_ALIASES:
+        return parsed.set(drivername=POSTGRES_DRIVER)
+    if parsed.drivername in _SQLITE_ALIASES:
+        return parsed.set(drivername=SQLITE_DRIVER)
+    raise ValueError(f"unsupported database URL: {safe_url(parsed)}")
+
+
+def safe_url(url: URL | str) -> str:
+    """The URL as text with its password masked, for messages and logs."""
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url)
+    except (ArgumentError, ValueError):
+        return "<unparseable URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def is_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def _is_memory_sqlite(url: URL) -> bool:
+    return url.database in (None, "", ":memory:")
+
+
+def make_engine(url: URL, *, purpose: Purpose = "store") -> AsyncEngine:
+    if is_sqlite(url):
+        return _sqlite_engine(url)
+    connect_args: dict[str, Any] = {
+        "timeout": CONNECT_TIMEOUT_S,
+        "command_timeout": _PG_COMMAND_TIMEOUT_S[purpose],
+        "server_settings": {"application_name": "meerkat-worker", **_PG_TIMEOUTS[purpose]},
+    }
+    # pre-ping: after a database restart the pooled connections are dead; test before use
+    # rather than failing the first commit of every pooled connection.
+    return create_async_engine(url, connect_args=connect_args, pool_pre_ping=True)
+
+
+def _sqlite_engine(url: URL) -> AsyncEngine:
+    if _is_memory_sqlite(url):
+        engine = create_async_engine(url, poolclass=StaticPool)
+    else:
+        folder = Path(str(url.database)).expanduser().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create the database folder {folder}: {exc}") from exc
+        engine = create_async_engine(url)
+    event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
+    event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
+    return engine
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        # The busy timeout first: switching to WAL needs a lock another connection may hold.
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _begin_sqlite_transaction(conn: Connection) -> None:
+    mode = "IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "DEFERRED"
+    conn.exec_driver_sql(f"BEGIN {mode}")

@@ -1,0 +1,139 @@
+"""Turning database exceptions into the typed store errors.
+
+A lost connection, a timeout or a transient server condition (serialization failure, deadlock,
+lock timeout, shutdown) becomes :class:`StoreUnavailable`, so the message is retried later. The
+same failure while COMMIT is in flight becomes :class:`CommitOutcomeUnknown`: the server may
+have made the transaction durable before the connection died.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import PrimaryKeyConstraint, UniqueConstraint
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from persistence.errors import CommitOutcomeUnknown, StoreError, StoreUnavailable
+from persistence.sql.tables import metadata
+
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+"""Connection exception, transaction rollback, insufficient resources, operator intervention
+(includes statement timeout and shutdown), system error."""
+
+_TRANSIENT_SQLSTATES = frozenset({"55P03", "55006"})  # lock not available, object in use
+
+FOREIGN_KEY = "foreign key"
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    code = getattr(orig, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+_SQLITE_TRANSIENT = ("locked", "busy", "disk i/o", "unable to open", "readonly", "full")
+"""SQLite reports both an unreachable file and a bad statement as OperationalError; only these
+messages mean "try again later"."""
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError) and isinstance(exc.orig, sqlite3.Error):
+        message = str(exc.orig).lower()
+        return any(marker in message for marker in _SQLITE_TRANSIENT)
+    if isinstance(
+        exc,
+        OperationalError
+        | InterfaceError
+        | DisconnectionError
+        | PoolTimeout
+        | OSError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError,
+    ):
+        return True
+    code = _sqlstate(exc)
+    return code is not None and code.startswith("08")
+
+
+def is_transient(exc: BaseException) -> bool:
+    if is_connection_failure(exc):
+        return True
+    code = _sqlstate(exc)
+    return code is not None and (
+        code.startswith(_TRANSIENT_SQLSTATE_CLASSES) or code in _TRANSIENT_SQLSTATES
+    )
+
+
+def describe(exc: BaseException) -> str:
+    """A short description: the driver's message, without the statement and its parameters."""
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {lines[0] if lines else ''}"
+
+
+def store_error(exc: BaseException, *, during_commit: bool = False) -> StoreError:
+    """The typed error for a database failure (integrity errors are mapped by the caller)."""
+    if during_commit and is_connection_failure(exc):
+        return CommitOutcomeUnknown(f"connection lost during COMMIT: {describe(exc)}")
+    if is_transient(exc):
+        return StoreUnavailable(f"database unavailable: {describe(exc)}")
+    return StoreError(f"database error: {describe(exc)}")
+
+
+DATABASE_ERRORS = (SQLAlchemyError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+"""Exceptions a database call may raise that :func:`store_error` translates."""
+
+
+_SQLITE_COLUMNS = re.compile(r"constraint failed: (.+)$")
+
+
+def violated_constraint(exc: IntegrityError) -> str | None:
+    """Name of the constraint an integrity error reports, on PostgreSQL and on SQLite.
+
+    SQLite names CHECK constraints but reports UNIQUE and PRIMARY KEY ones by their columns, and
+    foreign keys not at all; those are found by columns in the schema, or reported as
+    :data:`FOREIGN_KEY`.
+    """
+    name = getattr(exc.orig.__cause__, "constraint_name", None) if exc.orig else None
+    if isinstance(name, str):
+        return name
+    message = str(exc.orig)
+    if "FOREIGN KEY constraint failed" in message:
+        return FOREIGN_KEY
+    found = _SQLITE_COLUMNS.search(message.splitlines()[0] if message else "")
+    if found is None:
+        return None
+    detail = found.group(1).strip()
+    if "." not in detail:
+        return detail
+    return _constraint_by_columns(detail)
+
+
+def _constraint_by_columns(detail: str) -> str | None:
+    qualified = [part.strip().split(".", 1) for part in detail.split(",")]
+    table = metadata.tables.get(qualified[0][0])
+    if table is None:
+        return None
+    columns = {column for _, column in qualified}
+    for constraint in table.constraints:
+        if isinstance(constraint, PrimaryKeyConstraint | UniqueConstraint) and (
+            {c.name for c in constraint.columns} == columns
+        ):
+            return str(constraint.name)
+    return None
+
+
+def is_foreign_key(constraint: str | None) -> bool:
+    return constraint == FOREIGN_KEY or (constraint or "").startswith("fk_")

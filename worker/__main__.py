@@ -1,0 +1,7 @@
+"""``python -m worker``: the same as the ``meerkat-worker`` command."""
+
+import sys
+
+from worker.cli import main
+
+sys.exit(main())

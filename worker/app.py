@@ -1,0 +1,186 @@
+"""The worker process: wires the store, blob store, driver, broker, run loop and HTTP endpoint,
+and shuts them down gracefully.
+
+Shutdown order matters: stop receiving first, let the committer finish the batch it holds (its
+acks follow its commit), give back deliveries never started, let running executors reach a
+checkpoint within the grace period (or abandon them to recovery), publish what the outbox holds,
+then close connections. Closing the channels returns every unacked delivery to its queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+
+from persistence.blobs import open_blob_store
+from persistence.factory import open_runtime_store
+from persistence.migrate import upgrade_async
+from persistence.ports import BlobStore, RuntimeStore
+from worker.committer import Committer
+from worker.config import Settings
+from worker.consumer import ShardConsumers
+from worker.driver import RuntimeDriver
+from worker.executors import Executor, load_executor
+from worker.health import HealthServer, ReadinessError
+from worker.metrics import Metrics
+from worker.outbox import OutboxRelay
+from worker.replies import ReplyPublisher
+from worker.runloop import RunLoop
+from worker.topology import Topology
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    topology: Topology
+    executor: Executor | None = None
+    serve_http: bool = True
+    metrics: Metrics = field(default_factory=Metrics)
+
+    store: RuntimeStore | None = None
+    blobs: BlobStore | None = None
+    driver: RuntimeDriver | None = None
+    committer: Committer | None = None
+    run_loop: RunLoop | None = None
+    outbox: OutboxRelay | None = None
+    consumers: ShardConsumers | None = None
+    health: HealthServer | None = None
+    _connection: AbstractRobustConnection | None = None
+    _publish_channel: AbstractChannel | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        settings = self.settings
+        database_url = settings.database_url.get_secret_value()
+        if database_url.startswith("sqlite"):
+            await upgrade_async(database_url)  # the embedded default needs no separate step
+        self.store = await open_runtime_store(database_url)
+        self.blobs = open_blob_store(settings.blob_url.get_secret_value(),
+                                     max_blob_bytes=settings.limits.max_image_bytes)
+        await self.blobs.ping()
+        self.driver = RuntimeDriver(self.store, self.blobs, limits=settings.limits.to_limits())
+        executor = self.executor or load_executor(settings.executor)
+        self.run_loop = RunLoop(self.driver, executor,
+                                max_concurrent=settings.max_concurrent_runs,
+                                executor_timeout=settings.executor_timeout_seconds)
+
+        self._connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
+        await self.topology.declare(await self._connection.channel())
+        self._publish_channel = await self._connection.channel(publisher_confirms=True)
+        dead_letters = await self._publish_channel.get_exchange(self.topology.dead_letter_exchange)
+        events = await self._publish_channel.get_exchange(self.topology.events_exchange)
+        self.outbox = OutboxRelay(self.store, events)
+        self.committer = Committer(
+            self.driver, dead_letters, ReplyPublisher(self._publish_channel),
+            limits=settings.limits.to_limits(), delivery_limit=settings.delivery_limit,
+            window_seconds=settings.group_commit_window_ms / 1000,
+            max_batch=settings.prefetch, on_commit=self.outbox.notify,
+        )
+        self._spawn(self.committer.run(), "committer")
+        self._spawn(self.outbox.run(), "outbox")
+        await self._resume_pending_runtimes()
+        self.consumers = ShardConsumers(self._connection, self.committer,
+                                        self.topology.queue_names(), prefetch=settings.prefetch)
+        await self.consumers.start()
+        if self.serve_http:
+            self.health = HealthServer(self.metrics)
+            self.health.add_check("database", self.store.ping)
+            self.health.add_check("blob_store", self.blobs.ping)
+            self.health.add_check("broker", self._broker_ready)
+            self.health.add_check("consumers", self.consumers.readiness)
+            await self.health.start(port=settings.http_port)
+        log.info("worker_started", shards=len(self.topology.queue_names()),
+                 settings=settings.redacted())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
+
+    async def _broker_ready(self) -> None:
+        if self._connection is None or self._connection.is_closed:
+            raise ReadinessError("not connected to the broker")
+        if self.committer is not None and not self.committer.healthy:
+            raise ReadinessError("waiting for the database or blob store to come back")
+
+    async def _resume_pending_runtimes(self) -> None:
+        """Runtimes with queued or interrupted work get their run loop back after a restart."""
+        assert self.store is not None
+        assert self.driver is not None
+        for runtime_id in await self.store.runtimes_with_pending_work():
+            try:
+                await self.driver.load(runtime_id)
+            except Exception as exc:
+                log.warning("resume_failed", runtime_id=runtime_id, error=repr(exc))
+
+    async def run_until_idle(self) -> None:
+        """Until every received delivery is settled, no run is pending and the outbox is empty."""
+        assert self.committer
+        assert self.run_loop
+        assert self.outbox
+        while True:
+            await self.committer.wait_idle()
+            await self.run_loop.wait_idle()
+            await self.outbox.publish_pending()
+            if self.committer.idle and self.run_loop.idle:
+                return
+
+    async def stop(self) -> None:
+        grace = self.settings.shutdown_grace_seconds
+        if self.consumers is not None:
+            await self.consumers.stop()
+        if self.committer is not None:
+            self.committer.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.committer.wait_idle(), grace)
+        if self.run_loop is not None:
+            await self.run_loop.stop(grace)
+        if self.outbox is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.outbox.publish_pending(), min(grace, 5.0))
+            self.outbox.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.committer is not None:
+            await self.committer.release_pending()
+        await self._close()
+
+    async def _close(self) -> None:
+        if self.health is not None:
+            await self.health.stop()
+        if self.consumers is not None:
+            await self.consumers.close()
+        if self._connection is not None:
+            await self._connection.close()
+        if self.store is not None:
+            await self.store.close()
+        if self.blobs is not None:
+            await self.blobs.close()
+
+
+async def serve(settings: Settings) -> None:
+    """``meerkat-worker run``: start, then drain and stop on SIGTERM or SIGINT."""
+    worker = Worker(settings, Topology(shards=settings.shards,
+                                       delivery_limit=settings.delivery_limit))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await worker.start()
+    try:
+        await stop.wait()
+        log.info("worker_stopping", grace_seconds=settings.shutdown_grace_seconds)
+    finally:
+        await worker.stop()
+    log.info("worker_stopped")

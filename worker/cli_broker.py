@@ -1,0 +1,242 @@
+"""The broker commands of the command line: ``topology``, ``send`` and ``dlq``.
+
+Each ``cmd_*`` handler has the ``worker.cli`` handler signature and runs one coroutine; the
+coroutines take the ``Topology`` explicitly so that tests can point them at their own names.
+
+Exit codes beyond those of ``worker.cli``: 1 when the broker answers but its topology is wrong
+(``topology check`` problems, the consistent-hash plugin missing, nothing bound to the ingress
+exchange) or a reply cannot be read. ``send --wait`` exits 3 when no reply comes in time (no
+worker answering) and 4 when the reply is a rejection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+
+import aio_pika
+from aio_pika.abc import AbstractConnection
+from aiormq.exceptions import AMQPConnectionError, ChannelNotFoundEntity
+
+from schemas import Rejected, Reply
+from worker.cli import EXIT_OK, EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE, PROG, scrub
+from worker.config import Settings
+from worker.dlq import list_dead, replay_dead
+from worker.publish import (
+    NoReply,
+    PublishRequest,
+    build_command,
+    build_prompt,
+    publish_command,
+    publish_input,
+    request_reply,
+)
+from worker.topology import Topology, TopologyError
+
+EXIT_FAILED = 1
+DEFAULT_WAIT_SECONDS = 30.0
+DEFAULT_LIST_LIMIT = 100
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+class BrokerUnreachable(Exception):
+    """The broker did not accept a connection."""
+
+
+# --- handlers ---------------------------------------------------------------------------------
+
+
+def cmd_topology_declare(args: argparse.Namespace, settings: Settings) -> int:
+    return _run(declare_topology(settings, Topology.from_settings(settings)), settings)
+
+
+def cmd_topology_check(args: argparse.Namespace, settings: Settings) -> int:
+    return _run(check_topology(settings, Topology.from_settings(settings)), settings)
+
+
+def cmd_send_input(args: argparse.Namespace, settings: Settings) -> int:
+    return _run(send_input(args, settings, Topology.from_settings(settings)), settings)
+
+
+def cmd_send_command(args: argparse.Namespace, settings: Settings) -> int:
+    return _run(send_command(args, settings, Topology.from_settings(settings)), settings)
+
+
+def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    return _run(show_dead(args, settings, Topology.from_settings(settings)), settings)
+
+
+def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
+    return _run(replay(args, settings, Topology.from_settings(settings)), settings)
+
+
+def _run(command: Awaitable[int], settings: Settings) -> int:
+    async def guarded() -> int:
+        return await broker_command(command, settings)
+
+    return asyncio.run(guarded())
+
+
+async def broker_command(command: Awaitable[int], settings: Settings) -> int:
+    """The command's exit code; broker and topology failures become a message and a code."""
+    try:
+        return await command
+    except BrokerUnreachable as exc:
+        return _fail(f"cannot reach the broker: {scrub(str(exc), settings)}", EXIT_UNAVAILABLE)
+    except TopologyError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    except ChannelNotFoundEntity as exc:
+        return _fail(
+            f"{exc.args[0] if exc.args else exc}; "
+            "declare the topology with: meerkat-worker topology declare",
+            EXIT_FAILED,
+        )
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+async def declare_topology(settings: Settings, topology: Topology) -> int:
+    async with broker(settings) as connection:
+        channel = await connection.channel()
+        await topology.declare(channel)
+    print(f"declared {topology.ingress_exchange} with {topology.shards} shard queues, "
+          f"{topology.dead_letter_exchange}, {topology.dead_queue}, {topology.events_exchange}")
+    return EXIT_OK
+
+
+async def check_topology(settings: Settings, topology: Topology) -> int:
+    async with broker(settings) as connection:
+        problems = await topology.check(connection)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return EXIT_FAILED
+    print(f"topology ok: {topology.shards} shard queues, delivery limit "
+          f"{topology.delivery_limit}")
+    return EXIT_OK
+
+
+async def send_input(args: argparse.Namespace, settings: Settings, topology: Topology) -> int:
+    """``send input RUNTIME --text T [--image FILE]... [--idempotency-key K] [--wait]``."""
+    try:
+        envelope = build_prompt(args.runtime, args.text, list(args.image or []),
+                                args.idempotency_key)
+    except (ValueError, OSError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    message_id = str(envelope.input.header.id)
+    async with broker(settings) as connection:
+        channel = await connection.channel()
+        if not args.wait:
+            await publish_input(channel, envelope, topology=topology)
+            print(message_id)
+            return EXIT_OK
+
+        async def publish(reply_to: str, correlation_id: str) -> None:
+            await publish_input(channel, envelope, reply_to=reply_to,
+                                correlation_id=correlation_id, topology=topology)
+            print(message_id, flush=True)
+
+        return await _await_reply(connection, publish, message_id, _wait_seconds(args))
+
+
+async def send_command(args: argparse.Namespace, settings: Settings, topology: Topology) -> int:
+    """``send command RUNTIME NAME [--reason R] [--input-id ID] [--wait]``."""
+    try:
+        envelope = build_command(args.runtime, args.name, args.reason, args.input_id)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    message_id = str(envelope.command.command_id)
+    async with broker(settings) as connection:
+        channel = await connection.channel()
+        if not args.wait:
+            await publish_command(channel, envelope, topology=topology)
+            print(message_id)
+            return EXIT_OK
+
+        async def publish(reply_to: str, correlation_id: str) -> None:
+            await publish_command(channel, envelope, reply_to=reply_to,
+                                  correlation_id=correlation_id, topology=topology)
+            print(message_id, flush=True)
+
+        return await _await_reply(connection, publish, message_id, _wait_seconds(args))
+
+
+async def _await_reply(
+    connection: AbstractConnection,
+    publish: PublishRequest,
+    correlation_id: str,
+    wait_seconds: float,
+) -> int:
+    try:
+        reply = await request_reply(
+            connection, publish, wait_seconds=wait_seconds, correlation_id=correlation_id
+        )
+    except NoReply as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    return report_outcome(reply)
+
+
+def report_outcome(reply: Reply) -> int:
+    print(reply.outcome.model_dump_json())
+    return EXIT_REJECTED if isinstance(reply.outcome, Rejected) else EXIT_OK
+
+
+async def show_dead(args: argparse.Namespace, settings: Settings, topology: Topology) -> int:
+    """``dlq list [--limit N] [--json]``: the messages stay in the dead queue."""
+    limit = getattr(args, "limit", None) or DEFAULT_LIST_LIMIT
+    async with broker(settings) as connection:
+        channel = await connection.channel()
+        dead = await list_dead(channel, limit, topology=topology)
+    if getattr(args, "json", False):
+        print(json.dumps([letter.to_json() for letter in dead], indent=2))
+        return EXIT_OK
+    for letter in dead:
+        print(letter.describe())
+    print(f"{len(dead)} dead-lettered message(s) shown from {topology.dead_queue}"
+          + (f" (at most {limit})" if len(dead) == limit else ""))
+    return EXIT_OK
+
+
+async def replay(args: argparse.Namespace, settings: Settings, topology: Topology) -> int:
+    """``dlq replay [--limit N]``."""
+    async with broker(settings) as connection:
+        channel = await connection.channel()
+        count = await replay_dead(channel, getattr(args, "limit", None), topology=topology)
+    print(f"replayed {count} message(s) from {topology.dead_queue} "
+          f"to {topology.ingress_exchange}")
+    return EXIT_OK
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def broker(settings: Settings) -> AsyncIterator[AbstractConnection]:
+    """A plain (not auto-reconnecting) connection: a command should fail, not wait."""
+    try:
+        connection = await aio_pika.connect(
+            settings.amqp_url.get_secret_value(), timeout=CONNECT_TIMEOUT_SECONDS
+        )
+    except (AMQPConnectionError, OSError) as exc:
+        raise BrokerUnreachable(str(exc) or type(exc).__name__) from exc
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+def _wait_seconds(args: argparse.Namespace) -> float:
+    seconds = getattr(args, "timeout", None)
+    return DEFAULT_WAIT_SECONDS if seconds is None else float(seconds)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return code

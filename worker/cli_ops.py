@@ -1,0 +1,124 @@
+"""Command-line handlers that talk to the store: ``run``, ``inspect``, ``blobs gc``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from persistence.blobs import collect_garbage, open_blob_store
+from persistence.codec import encode_input
+from persistence.factory import open_runtime_store
+from persistence.ports import RuntimeStore
+from worker.config import Settings
+from worker.logs import configure_logging
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.app import serve
+
+    configure_logging(settings.log_format)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
+    report = asyncio.run(_inspect(settings, args.runtime))
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True, default=str))
+    else:
+        print(render_inspection(report))
+    return 0
+
+
+async def _inspect(settings: Settings, runtime_id: str) -> dict[str, Any]:
+    store = await open_runtime_store(settings.database_url.get_secret_value())
+    try:
+        return await inspection(store, runtime_id)
+    finally:
+        await store.close()
+
+
+async def inspection(store: RuntimeStore, runtime_id: str) -> dict[str, Any]:
+    """Everything ``inspect`` shows, as plain JSON-ready data."""
+    stored = await store.load_runtime(runtime_id)
+    inputs = await store.list_inputs(runtime_id)
+    receipts = await store.list_receipts(runtime_id, limit=5)
+    events = await store.list_events(runtime_id, limit=10)
+    row = stored.row
+    return {
+        "runtime_id": runtime_id,
+        "exists": row is not None,
+        "state": row.phase.value if row else None,
+        "version": row.version if row else 0,
+        "current_run_id": str(row.current_run_id) if row and row.current_run_id else None,
+        "inputs_by_phase": dict(Counter(r.phase.value for r in inputs)),
+        "inputs": [
+            {k: v for k, v in encode_input(r).items() if k not in ("payload", "history")}
+            for r in inputs
+        ],
+        "receipts": [
+            {"run_id": str(r.run_id), "sequence": r.sequence,
+             "inputs": [str(i) for i in r.contributing_input_ids],
+             "message_count": r.message_count, "at": r.committed_at.isoformat()}
+            for r in receipts
+        ],
+        "events": [
+            {"at": e.at.isoformat(), "code": e.code.value, "event_id": str(e.event_id)}
+            for e in events
+        ],
+    }
+
+
+def render_inspection(report: dict[str, Any]) -> str:
+    if not report["exists"]:
+        return f"runtime {report['runtime_id']}: not found"
+    lines = [
+        f"runtime  {report['runtime_id']}",
+        f"state    {report['state']}  (version {report['version']})",
+    ]
+    if report["current_run_id"]:
+        lines.append(f"run      {report['current_run_id']}")
+    phases = ", ".join(f"{k}={v}" for k, v in sorted(report["inputs_by_phase"].items()))
+    lines += [f"inputs   {phases or 'none'}", "", "INPUT ID                              "
+              "KIND                    PHASE                        LANE   SEQ  TRIES"]
+    for item in report["inputs"][-20:]:
+        lines.append(
+            f"{item['input_id']:<38}{item['kind']:<24}{item['phase']:<29}{item['lane']:<7}"
+            f"{item['admission_seq']:<5}{item['attempt_count']}"
+        )
+    if report["receipts"]:
+        lines += ["", "LAST RECEIPTS"]
+        lines += [f"  {r['at']}  run {r['run_id']}  seq {r['sequence']}  "
+                  f"{len(r['inputs'])} input(s), {r['message_count']} message(s)"
+                  for r in report["receipts"]]
+    if report["events"]:
+        lines += ["", "LAST EVENTS"]
+        lines += [f"  {e['at']}  {e['code']}" for e in report["events"]]
+    return "\n".join(lines)
+
+
+def cmd_blobs_gc(args: argparse.Namespace, settings: Settings) -> int:
+    removed = asyncio.run(_blobs_gc(settings, args.grace, args.dry_run))
+    verb = "would remove" if args.dry_run else "removed"
+    for blob_id in removed:
+        print(blob_id)
+    print(f"{verb} {len(removed)} unreferenced blob(s)")
+    return 0
+
+
+async def _blobs_gc(settings: Settings, grace: timedelta, dry_run: bool) -> list[str]:
+    older_than = datetime.now(UTC) - grace
+    store = await open_runtime_store(settings.database_url.get_secret_value())
+    blobs = open_blob_store(settings.blob_url.get_secret_value())
+    try:
+        # A blob put for a commit still in flight is younger than the grace period, so it
+        # survives even though the references were read before it was committed.
+        referenced = await store.referenced_blob_ids()
+        return await collect_garbage(blobs, referenced, older_than=older_than, dry_run=dry_run)
+    finally:
+        await store.close()
+        await blobs.close()

@@ -1,0 +1,235 @@
+"""Group commit: the deliveries of a few milliseconds become one transaction.
+
+Deliveries from every shard consumer of this process arrive in one inbox, in the order each
+queue delivered them, so one runtime's messages are decided in publish order. A batch is decided
+message by message (each on the state the previous one produced), committed once, and only then
+settled: acks for what committed, dead letters for permanent rejections, replies after both.
+
+When the commit fails, nothing was swapped in. A dependency outage (database or blob store
+unreachable) pauses processing until the dependency answers again (readiness reports it), then
+gives the batch back with ``reject(requeue=True)``: an outage costs each in-flight message one
+delivery, whatever its length. Any other failure retries the batch one message at a time, which
+isolates the culprit; a single message that still fails is requeued with backoff, and on its last
+allowed delivery it is dead-lettered with the reason instead of being retried forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from uuid import UUID
+
+import structlog
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
+
+from persistence.errors import StoreError, StoreUnavailable, VersionConflict
+from schemas import Limits, Rejected
+from worker import settle
+from worker.core import Decision
+from worker.driver import CommitBatch, RuntimeDriver
+from worker.parsing import ParsedCommand, ParsedInput, ParsedMessage, Unparseable, parse_delivery
+from worker.replies import ReplyPublisher
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    message: AbstractIncomingMessage
+    parsed: ParsedMessage
+
+    @property
+    def runtime_id(self) -> str | None:
+        return self.parsed.runtime_id
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A dependency could not be reached (as opposed to a message-specific failure)."""
+    return isinstance(exc, StoreUnavailable | ConnectionError | OSError | TimeoutError)
+
+
+class Committer:
+    def __init__(
+        self,
+        driver: RuntimeDriver,
+        dead_letters: AbstractExchange,
+        replies: ReplyPublisher,
+        *,
+        limits: Limits,
+        delivery_limit: int,
+        window_seconds: float = 0.005,
+        max_batch: int = 256,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._driver = driver
+        self._dead_letters = dead_letters
+        self._replies = replies
+        self._limits = limits
+        self._delivery_limit = delivery_limit
+        self._window = window_seconds
+        self._max_batch = max_batch
+        self._on_commit = on_commit
+        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._stopping = False
+        self.healthy = True
+        self.committed = 0
+        """Deliveries settled after a successful commit (tests wait on it)."""
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def submit(self, message: AbstractIncomingMessage) -> None:
+        self._idle.clear()
+        self._inbox.put_nowait(message)
+
+    async def run(self) -> None:
+        """Take batches until :meth:`stop`; then give back what was never started."""
+        while not self._stopping:
+            batch = await self._next_batch()
+            if batch:
+                await self.process([self._parse(m) for m in batch])
+            if self._inbox.empty():
+                self._idle.set()
+
+    async def _next_batch(self) -> list[AbstractIncomingMessage]:
+        first = await self._inbox.get()
+        if self._window > 0:
+            await asyncio.sleep(self._window)
+        batch = [first]
+        while len(batch) < self._max_batch and not self._inbox.empty():
+            batch.append(self._inbox.get_nowait())
+        return batch
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    async def release_pending(self) -> int:
+        """Requeue (without counting a failure) every delivery taken but not started."""
+        released = 0
+        while not self._inbox.empty():
+            message = self._inbox.get_nowait()
+            with contextlib.suppress(Exception):
+                await settle.release(message)
+                released += 1
+        self._idle.set()
+        return released
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    @property
+    def idle(self) -> bool:
+        return self._idle.is_set() and self._inbox.empty()
+
+    def _parse(self, message: AbstractIncomingMessage) -> Delivery:
+        return Delivery(message, parse_delivery(message.body, message.type, self._limits))
+
+    async def process(self, batch: list[Delivery]) -> None:
+        try:
+            decided = await self._decide_and_commit(batch)
+        except Exception as exc:
+            await self._recover_from(batch, exc)
+            return
+        await self._settle(decided)
+
+    async def _decide_and_commit(
+        self, batch: list[Delivery]
+    ) -> list[tuple[Delivery, Decision | None]]:
+        async with self._driver.batch() as commit:
+            decided = [(d, await self._decide(commit, d)) for d in batch]
+            await commit.commit()
+        self._on_commit()
+        return decided
+
+    async def _decide(self, commit: CommitBatch, delivery: Delivery) -> Decision | None:
+        parsed = delivery.parsed
+        if isinstance(parsed, ParsedInput):
+            return await commit.accept_input(
+                parsed.runtime_id, parsed.item, message_bytes=parsed.size
+            )
+        if isinstance(parsed, ParsedCommand):
+            return await commit.apply_command(parsed.runtime_id, parsed.command)
+        if parsed.runtime_id is None:
+            return None  # nothing names a runtime: dead-letter only
+        subject = delivery.message.message_id
+        return await commit.reject(
+            parsed.runtime_id, parsed.reason, subject=_uuid(subject), command=parsed.is_command
+        )
+
+    async def _settle(self, decided: list[tuple[Delivery, Decision | None]]) -> None:
+        acks = []
+        for delivery, decision in decided:
+            outcome = decision.outcome if decision is not None else None
+            if isinstance(delivery.parsed, Unparseable):
+                outcome = Rejected(reason=delivery.parsed.reason)
+            if isinstance(outcome, Rejected):
+                await settle.dead_letter(
+                    delivery.message, self._dead_letters, outcome.reason.model_dump_json()
+                )
+            else:
+                acks.append(delivery.message)
+        await settle.ack(acks)
+        self.committed += len(decided)
+        for delivery, decision in decided:
+            outcome = decision.outcome if decision is not None else None
+            if isinstance(delivery.parsed, Unparseable):
+                outcome = Rejected(reason=delivery.parsed.reason)
+            if outcome is not None:
+                await self._replies.reply(delivery.message, delivery.runtime_id, outcome)
+
+    async def _recover_from(self, batch: list[Delivery], exc: Exception) -> None:
+        log.warning("commit_failed", size=len(batch), error=repr(exc))
+        if is_outage(exc):
+            await self._wait_until_healthy()
+            await self._give_back(batch, exc)
+        elif len(batch) > 1:
+            for delivery in batch:
+                await self.process([delivery])
+        else:
+            if isinstance(exc, StoreError) and not isinstance(exc, VersionConflict):
+                for delivery in batch:  # the cached copy may disagree with the store
+                    if delivery.runtime_id:
+                        self._driver.drop(delivery.runtime_id)
+            await asyncio.sleep(_backoff(settle.delivery_count(batch[0].message)))
+            await self._give_back(batch, exc)
+
+    async def _give_back(self, batch: list[Delivery], exc: Exception) -> None:
+        for delivery in batch:
+            deliveries = settle.delivery_count(delivery.message) + 1
+            if deliveries >= self._delivery_limit:
+                reason = f"gave up after {deliveries} deliveries: {type(exc).__name__}: {exc}"
+                await settle.dead_letter(delivery.message, self._dead_letters, reason)
+            else:
+                await settle.requeue(delivery.message)
+
+    async def _wait_until_healthy(self) -> None:
+        """Back off until the database and the blob store answer again."""
+        self.healthy = False
+        retrying = AsyncRetrying(
+            wait=wait_exponential_jitter(initial=0.1, max=5.0),
+            retry=retry_if_exception(lambda e: not self._stopping),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._driver.store.ping()
+                    await self._driver.blobs.ping()
+        except Exception:
+            if not self._stopping:
+                raise
+        finally:
+            self.healthy = True
+
+
+def _backoff(previous_deliveries: int) -> float:
+    return float(min(0.1 * 2**previous_deliveries, 5.0))
+
+
+def _uuid(value: str | None) -> UUID | None:
+    try:
+        return UUID(value) if value else None
+    except ValueError:
+        return None

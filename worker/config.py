@@ -1,0 +1,185 @@
+"""Worker settings: environment variables prefixed ``MEERKAT_``, a ``.env`` file, secret files.
+
+Precedence, strongest first: keyword arguments, the process environment, ``MEERKAT_<NAME>_FILE``
+secret files, the ``.env`` file, the defaults below.
+
+Secrets (the broker, database, blob store and executor URLs) may be given as
+``MEERKAT_<NAME>_FILE=/path``; the file's content, stripped of surrounding whitespace, is the
+value. Setting both ``MEERKAT_<NAME>`` and ``MEERKAT_<NAME>_FILE`` (in the environment or the
+``.env`` file) is an error rather than a silent choice: an operator who mounted a secret file
+must not be overridden by a forgotten variable, nor the other way round.
+
+Secrets are ``SecretStr`` so they never reach logs by accident; ``redacted()`` and ``repr()``
+show the URLs with their passwords masked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from schemas.validation import Limits, MiB
+
+ENV_PREFIX = "MEERKAT_"
+SECRET_FIELDS = ("amqp_url", "database_url", "blob_url", "executor_url")
+MASK = "***"
+_SECRET_QUERY_KEY = re.compile(r"token|secret|password|key|sig", re.IGNORECASE)
+
+
+class LimitSettings(BaseModel):
+    """Size limits on incoming messages (``MEERKAT_LIMITS__MAX_IMAGES=4`` and so on)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_message_bytes: int = Field(8 * MiB, ge=1)
+    max_image_bytes: int = Field(5 * MiB, ge=1)
+    max_images: int = Field(16, ge=0)
+
+    def to_limits(self) -> Limits:
+        return Limits(
+            max_message_bytes=self.max_message_bytes,
+            max_image_bytes=self.max_image_bytes,
+            max_images=self.max_images,
+        )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        # `.env` files are shared with other tools; their variables are none of our business.
+        extra="ignore",
+        frozen=True,
+    )
+
+    amqp_url: SecretStr = Field(
+        SecretStr("amqp://guest:guest@localhost:5672/"), description="broker"
+    )
+    database_url: SecretStr = Field(
+        SecretStr("sqlite+aiosqlite:///./meerkat.db"), description="state store"
+    )
+    blob_url: SecretStr = Field(SecretStr("file://./blobs"), description="blob store")
+    shards: int = Field(16, ge=1, le=99, description="ingress shard queues")
+    prefetch: int = Field(256, ge=1, le=65535, description="per-shard consumer prefetch")
+    executor: str = Field(
+        "worker.executors.echo:execute",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description="import path module:callable of the run executor",
+    )
+    executor_url: SecretStr | None = Field(None, description="endpoint of the HTTP executor")
+    executor_timeout_seconds: float = Field(300.0, gt=0, description="limit on one executor call")
+    http_port: int = Field(8080, ge=0, le=65535, description="/healthz, /readyz, /metrics")
+    delivery_limit: int = Field(5, ge=1, description="deliveries before dead-lettering")
+    log_format: Literal["json", "console"] = "json"
+    shutdown_grace_seconds: float = Field(30.0, gt=0, description="drain time after SIGTERM")
+    group_commit_window_ms: float = Field(5.0, ge=0, description="how long a commit batch fills")
+    max_concurrent_runs: int = Field(8, ge=1, description="runs of different runtimes at once")
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        scopes = [s.env_vars for s in (env_settings, dotenv_settings)
+                  if isinstance(s, EnvSettingsSource)]
+        secret_files = SecretFileSource(settings_cls, scopes)
+        return init_settings, env_settings, secret_files, dotenv_settings
+
+    def redacted(self) -> dict[str, Any]:
+        """All settings, safe to log: secrets shown as URLs with the password masked."""
+        values = self.model_dump()
+        for name in SECRET_FIELDS:
+            secret = getattr(self, name)
+            values[name] = None if secret is None else mask_url(secret.get_secret_value())
+        return values
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # Both repr() and str() go through here, so neither can leak a secret.
+        yield from self.redacted().items()
+
+
+class SecretFileSource(PydanticBaseSettingsSource):
+    """Reads ``MEERKAT_<NAME>_FILE`` for the secret fields from the environment or ``.env``."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], scopes: list[Mapping[str, str | None]]
+    ) -> None:
+        super().__init__(settings_cls)
+        # Keys of the env sources are lower-cased: the settings are case-insensitive.
+        self._scopes = scopes
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in SECRET_FIELDS:
+            plain = f"{ENV_PREFIX}{name}".lower()
+            pointer = f"{plain}_file"
+            path = next((s[pointer] for s in self._scopes if s.get(pointer)), None)
+            if path is None:
+                continue
+            if any(s.get(plain) for s in self._scopes):
+                raise SettingsError(
+                    f"set either {plain.upper()} or {pointer.upper()}, not both"
+                )
+            values[name] = read_secret_file(pointer.upper(), Path(path))
+        return values
+
+
+def read_secret_file(variable: str, path: Path) -> str:
+    try:
+        content = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SettingsError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+    if not content:
+        raise SettingsError(f"{variable}: {path} is empty")
+    return content
+
+
+def mask_url(url: str) -> str:
+    """The URL with its credentials masked: the password (or a lone user token) and the values
+    of query parameters that look like keys or tokens."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:{MASK}@{hostinfo}" if password is not None else f"{MASK}@{hostinfo}"
+    query = "&".join(
+        f"{key}={MASK}" if _SECRET_QUERY_KEY.search(key) else f"{key}={value}" if sep else key
+        for key, sep, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    if (netloc, query) == (parts.netloc, parts.query):
+        # urlunsplit would turn "sqlite:///x" into "sqlite:/x".
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def load_settings() -> Settings:
+    """The settings of this process (raises ``ValidationError`` / ``SettingsError``)."""
+    return Settings()

@@ -1,0 +1,333 @@
+"""The persistent runtime driver: load → decide → put images → commit → swap.
+
+The in-memory runtime of a runtime id is only ever replaced by the state a decision computed,
+and only after the store's COMMIT returned. Anything failing in between (blob store, database,
+version conflict) leaves the cached runtime exactly as it was, so the message can go back to the
+broker and be decided again. When the outcome of a commit is unknown (the connection died during
+COMMIT) or another writer moved the version, the cached copy is dropped and the next use reloads
+it from the store, running recovery normalization.
+
+Decisions are gathered in a :class:`CommitBatch` so the consumer can commit the deliveries of a
+few milliseconds in one transaction (group commit). A batch holds the lock of every runtime it
+touches from its first decision until its commit has been swapped in; the run loop takes the same
+per-runtime lock, so the two never decide on the same runtime at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from uuid import UUID
+
+from persistence.errors import CommitOutcomeUnknown, StoreError, VersionConflict
+from persistence.ports import BlobStore, RuntimeStore
+from schemas import (
+    DEFAULT_LIMITS,
+    AnyCommand,
+    AnyInput,
+    CommandCompleted,
+    Limits,
+    Outcome,
+    RejectReason,
+)
+from worker.core import (
+    CommandRefused,
+    Context,
+    Decision,
+    InputRejected,
+    RecoveryReport,
+    RunNotCurrent,
+    Runtime,
+    Signal,
+    accept_input,
+    apply_command,
+    archive_terminal,
+    commit_boundary,
+    fail_run,
+    recover,
+    reject_command,
+    reject_input,
+    stage_batch,
+    take_signal,
+)
+from worker.executors import RunRequest, RunResult
+from worker.ids import live_context, uuid7
+from worker.images import put_blobs, restore_images
+
+SignalListener = Callable[[str, Signal], None]
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    run_id: UUID
+    request: RunRequest
+
+
+class RuntimeDriver:
+    """Holds the runtimes this process works on, and is the only writer of their state."""
+
+    def __init__(
+        self,
+        store: RuntimeStore,
+        blobs: BlobStore,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        context: Callable[[], Context] = live_context,
+        max_batch: int = 64,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.limits = limits
+        self._context = context
+        self.max_batch = max_batch
+        self._cache: dict[str, Runtime] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._listeners: list[SignalListener] = []
+        self.recoveries: dict[str, RecoveryReport] = {}
+
+    # -- cache -------------------------------------------------------------------------------
+
+    def cached(self, runtime_id: str) -> Runtime | None:
+        return self._cache.get(runtime_id)
+
+    def cached_ids(self) -> list[str]:
+        return list(self._cache)
+
+    def drop(self, runtime_id: str) -> None:
+        """Forget the cached runtime; the next use reloads it from the store."""
+        self._cache.pop(runtime_id, None)
+
+    def lock(self, runtime_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(runtime_id, asyncio.Lock())
+
+    def on_signal(self, listener: SignalListener) -> None:
+        """Called after a swap whenever a runtime's run-loop signal is set."""
+        self._listeners.append(listener)
+
+    def context(self) -> Context:
+        return self._context()
+
+    async def load_locked(self, runtime_id: str) -> Runtime:
+        """The cached runtime, or a cold load whose recovery is committed once (lock held)."""
+        runtime = self._cache.get(runtime_id)
+        if runtime is not None:
+            return runtime
+        stored = await self.store.load_runtime(runtime_id)
+        decision = recover(runtime_id, stored.row, stored.inputs, stored.receipts, self.context())
+        if decision.mutations:
+            await self.store.commit([decision])
+        runtime = archive_terminal(decision.runtime)
+        if decision.recovery is not None and stored.row is not None:
+            self.recoveries[runtime_id] = decision.recovery
+        self._cache[runtime_id] = runtime
+        self._announce(runtime)
+        return runtime
+
+    async def load(self, runtime_id: str) -> Runtime:
+        async with self.lock(runtime_id):
+            return await self.load_locked(runtime_id)
+
+    # -- decisions committed one at a time ---------------------------------------------------
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[CommitBatch]:
+        async with AsyncExitStack() as locks:
+            yield CommitBatch(self, locks)
+
+    async def accept_input(
+        self, runtime_id: str, item: AnyInput, *, message_bytes: int | None = None
+    ) -> Outcome:
+        async with self.batch() as batch:
+            decision = await batch.accept_input(runtime_id, item, message_bytes=message_bytes)
+            await batch.commit()
+        assert decision.outcome is not None
+        return decision.outcome
+
+    async def apply_command(self, runtime_id: str, command: AnyCommand) -> Outcome:
+        async with self.batch() as batch:
+            decision = await batch.apply_command(runtime_id, command)
+            await batch.commit()
+        assert decision.outcome is not None
+        return decision.outcome
+
+    async def commit_locked(self, decisions: list[Decision]) -> None:
+        """Put images, commit, then swap in; on failure the cache stays as it was."""
+        writes = [w for d in decisions for w in d.blobs]
+        if writes:
+            await put_blobs(self.blobs, writes)
+        touched = {d.runtime_id for d in decisions}
+        try:
+            await self.store.commit(decisions)
+        except (CommitOutcomeUnknown, VersionConflict):
+            for runtime_id in touched:
+                self.drop(runtime_id)
+            raise
+        final = {d.runtime_id: d for d in decisions}
+        for runtime_id, decision in final.items():
+            if any(d.reload_after_commit for d in decisions if d.runtime_id == runtime_id):
+                self.drop(runtime_id)
+                continue
+            runtime = archive_terminal(decision.runtime)
+            self._cache[runtime_id] = runtime
+            self._announce(runtime)
+
+    def _announce(self, runtime: Runtime) -> None:
+        if runtime.signal is Signal.NONE:
+            return
+        for listener in self._listeners:
+            listener(runtime.runtime_id, runtime.signal)
+
+    def take_signal(self, runtime_id: str) -> Signal:
+        """The run loop takes (and clears) a cached runtime's signal."""
+        runtime = self._cache.get(runtime_id)
+        if runtime is None:
+            return Signal.NONE
+        self._cache[runtime_id] = take_signal(runtime)[0]
+        return runtime.signal
+
+    # -- runs --------------------------------------------------------------------------------
+
+    async def start_run(self, runtime_id: str) -> StartedRun | None:
+        """Stage the next batch and commit it before anything executes; None if nothing runs.
+
+        A blob that cannot be restored fails the run at once (a typed failure, counted
+        toward the attempt cap) and returns None.
+        """
+        run_id = uuid7()
+        async with self.lock(runtime_id):
+            runtime = await self.load_locked(runtime_id)
+            decision = stage_batch(runtime, self.context(), run_id=run_id, max_batch=self.max_batch)
+            if decision is None:
+                return None
+            await self.commit_locked([decision])
+            staged = decision.runtime
+            assert staged.current_run is not None
+            payloads = [staged.inputs[i].payload for i in staged.current_run.input_ids]
+        try:
+            inputs = tuple([await restore_images(self.blobs, p) for p in payloads])
+            snapshot = await self.store.load_snapshot(runtime_id)
+        except StoreError as exc:
+            await self.fail_run(runtime_id, run_id, f"{type(exc).__name__}: {exc}")
+            return None
+        session = dict(snapshot.body) if snapshot is not None else None
+        request = RunRequest(runtime_id=runtime_id, run_id=run_id, inputs=inputs, session=session)
+        return StartedRun(run_id, request)
+
+    async def finish_run(self, runtime_id: str, run_id: UUID, result: RunResult) -> bool:
+        """Commit the run's boundary; False when the run was cancelled meanwhile."""
+        async with self.lock(runtime_id):
+            runtime = await self.load_locked(runtime_id)
+            try:
+                decision = commit_boundary(
+                    runtime,
+                    self.context(),
+                    run_id=run_id,
+                    session=result.session,
+                    message_count=result.message_count,
+                    output=result.output,
+                )
+            except RunNotCurrent:
+                return False
+            await self.commit_locked([decision])
+            return True
+
+    async def fail_run(self, runtime_id: str, run_id: UUID, error: str) -> bool:
+        async with self.lock(runtime_id):
+            runtime = await self.load_locked(runtime_id)
+            try:
+                decision = fail_run(runtime, self.context(), run_id=run_id, error=error)
+            except RunNotCurrent:
+                return False
+            await self.commit_locked([decision])
+            return True
+
+
+class CommitBatch:
+    """Decisions for one transaction, each made on the state the previous ones produced."""
+
+    def __init__(self, driver: RuntimeDriver, locks: AsyncExitStack) -> None:
+        self._driver = driver
+        self._locks = locks
+        self._held: set[str] = set()
+        self._working: dict[str, Runtime] = {}
+        self.decisions: list[Decision] = []
+
+    async def _runtime(self, runtime_id: str) -> Runtime:
+        if runtime_id not in self._held:
+            await self._locks.enter_async_context(self._driver.lock(runtime_id))
+            self._held.add(runtime_id)
+        if runtime_id not in self._working:
+            self._working[runtime_id] = await self._driver.load_locked(runtime_id)
+        return self._working[runtime_id]
+
+    def _add(self, decision: Decision) -> Decision:
+        self._working[decision.runtime_id] = decision.runtime
+        self.decisions.append(decision)
+        return decision
+
+    async def accept_input(
+        self, runtime_id: str, item: AnyInput, *, message_bytes: int | None = None
+    ) -> Decision:
+        """Admit, deduplicate, or reject ``item`` (a rejection is a decision too: its event)."""
+        runtime = await self._runtime(runtime_id)
+        ctx = self._driver.context()
+        stored = None
+        if item.header.id not in runtime.inputs and runtime.version > 0:
+            stored = await self._driver.store.find_input(
+                runtime_id, item.header.id, item.header.idempotency_key
+            )
+        try:
+            decision = accept_input(
+                runtime,
+                item,
+                ctx,
+                limits=self._driver.limits,
+                message_bytes=message_bytes,
+                stored_match=stored,
+            )
+        except InputRejected as exc:
+            decision = reject_input(
+                runtime,
+                ctx,
+                input_id=item.header.id,
+                reason=exc.reason,
+                correlation_id=item.header.correlation_id,
+            )
+        return self._add(decision)
+
+    async def apply_command(self, runtime_id: str, command: AnyCommand) -> Decision:
+        runtime = await self._runtime(runtime_id)
+        ctx = self._driver.context()
+        stored = self._decided_here(command.command_id)
+        if stored is None and runtime.version > 0:
+            stored = await self._driver.store.find_command(runtime_id, command.command_id)
+        try:
+            decision = apply_command(runtime, command, ctx, stored_outcome=stored)
+        except CommandRefused as exc:
+            decision = reject_command(
+                runtime, ctx, command_id=command.command_id, reason=exc.reason
+            )
+        return self._add(decision)
+
+    def _decided_here(self, command_id: UUID) -> CommandCompleted | None:
+        for decision in self.decisions:
+            outcome = decision.outcome
+            if isinstance(outcome, CommandCompleted) and outcome.command_id == command_id:
+                return outcome
+        return None
+
+    async def reject(
+        self, runtime_id: str, reason: RejectReason, *, subject: UUID | None, command: bool
+    ) -> Decision:
+        """A rejection decided by the shell (e.g. a message whose body does not parse)."""
+        runtime = await self._runtime(runtime_id)
+        ctx = self._driver.context()
+        if command:
+            return self._add(reject_command(runtime, ctx, command_id=subject, reason=reason))
+        return self._add(reject_input(runtime, ctx, input_id=subject, reason=reason))
+
+    async def commit(self) -> None:
+        if self.decisions:
+            await self._driver.commit_locked(self.decisions)

@@ -1,0 +1,110 @@
+"""Prometheus metrics of one worker process, all named ``meerkat_*``.
+
+They live in a registry of their own rather than the process-wide default, so each worker (and
+each test) builds a :class:`Metrics` without clashing with another one in the same process.
+The alert rules in ``ops/prometheus/alerts.yaml`` use these names; change both together.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+PREFIX = "meerkat"
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+"""The Content-Type of :meth:`Metrics.render`'s output (Prometheus text format)."""
+
+COMMIT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+"""Deliveries per group commit; bounded by the prefetch window (256 by default)."""
+COMMIT_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """Every metric the worker exports. Counters are named without ``_total``; the exposition
+    adds it (``meerkat_messages_received_total``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = CollectorRegistry() if registry is None else registry
+        r = self.registry
+
+        self.messages_received = Counter(
+            f"{PREFIX}_messages_received",
+            "Deliveries taken from the ingress queues, by kind (input, command, malformed).",
+            ["kind"],
+            registry=r,
+        )
+        self.messages_acked = Counter(
+            f"{PREFIX}_messages_acked", "Deliveries acked after their commit.", registry=r
+        )
+        self.messages_requeued = Counter(
+            f"{PREFIX}_messages_requeued",
+            "Deliveries rejected with requeue after a transient failure, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.messages_dead_lettered = Counter(
+            f"{PREFIX}_messages_dead_lettered",
+            "Deliveries rejected without requeue (permanent failure or delivery limit), by reason.",
+            ["reason"],
+            registry=r,
+        )
+
+        self.commits = Counter(f"{PREFIX}_commits", "Group commits that returned.", registry=r)
+        self.commit_failures = Counter(
+            f"{PREFIX}_commit_failures",
+            "Group commits that failed, by error.",
+            ["error"],
+            registry=r,
+        )
+        self.commit_batch_size = Histogram(
+            f"{PREFIX}_commit_batch_size",
+            "Deliveries decided in one group commit.",
+            buckets=COMMIT_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            f"{PREFIX}_commit_seconds",
+            "Duration of one group commit transaction.",
+            buckets=COMMIT_SECONDS_BUCKETS,
+            registry=r,
+        )
+
+        self.runs_started = Counter(
+            f"{PREFIX}_runs_started",
+            "Runs whose batch was staged and handed to the executor.",
+            registry=r,
+        )
+        self.runs_completed = Counter(
+            f"{PREFIX}_runs_completed", "Runs whose boundary was committed.", registry=r
+        )
+        self.runs_failed = Counter(
+            f"{PREFIX}_runs_failed", "Runs whose executor raised or was cancelled.", registry=r
+        )
+        self.runs_active = Gauge(f"{PREFIX}_runs_active", "Runs executing now.", registry=r)
+
+        self.outbox_published = Counter(
+            f"{PREFIX}_outbox_published", "Events published from the outbox.", registry=r
+        )
+        self.outbox_backlog = Gauge(
+            f"{PREFIX}_outbox_backlog", "Events committed but not yet published.", registry=r
+        )
+
+        self.consumers_registered = Gauge(
+            f"{PREFIX}_consumers_registered", "Shard queues this worker consumes now.", registry=r
+        )
+        self.runtimes_cached = Gauge(
+            f"{PREFIX}_runtimes_cached", "Runtimes held in memory.", registry=r
+        )
+        self.readiness = Gauge(
+            f"{PREFIX}_readiness", "1 while every readiness check passes, else 0.", registry=r
+        )
+
+    def render(self) -> bytes:
+        """The current values in the Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,88 @@
+"""The outbox relay: committed events go to ``meerkat.events`` at least once.
+
+Events are written by the same transaction as the state change they describe. The relay reads
+unsent ones in order, publishes each with publisher confirms (routing key = event code, message
+id = event id, header ``x-runtime-id``), and marks them sent only after the broker confirmed.
+A crash in between publishes them again after a restart; consumers dedupe by event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractExchange
+
+from persistence.ports import OutboxEvent, RuntimeStore
+
+log = structlog.get_logger(__name__)
+
+
+def event_message(item: OutboxEvent) -> aio_pika.Message:
+    event = item.event
+    return aio_pika.Message(
+        body=event.model_dump_json().encode(),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=str(event.event_id),
+        type=event.code.value,
+        timestamp=event.at,
+        headers={"x-runtime-id": event.runtime_id},
+    )
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        store: RuntimeStore,
+        exchange: AbstractExchange,
+        *,
+        batch_size: int = 200,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._exchange = exchange
+        self._batch_size = batch_size
+        self._poll = poll_seconds
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self.published = 0
+        self.backlog = 0
+
+    def notify(self) -> None:
+        """A commit wrote events: publish them now rather than at the next poll."""
+        self._wakeup.set()
+
+    async def publish_pending(self) -> int:
+        """Publish every unsent event; returns how many were published."""
+        total = 0
+        while True:
+            pending = await self._store.fetch_unsent_events(self._batch_size)
+            self.backlog = len(pending)
+            if not pending:
+                return total
+            await asyncio.gather(
+                *(
+                    self._exchange.publish(event_message(item), routing_key=item.event.code.value)
+                    for item in pending
+                )
+            )
+            await self._store.mark_events_sent([item.position for item in pending])
+            total += len(pending)
+            self.published += len(pending)
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                await self.publish_pending()
+            except Exception as exc:  # broker or store away: events wait in the outbox
+                log.warning("outbox_publish_failed", error=repr(exc))
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self._poll)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()

@@ -1,0 +1,136 @@
+"""The run loop: woken by admission signals, it stages a batch, calls the executor and commits
+the boundary, for many runtimes concurrently (bounded).
+
+A runtime is worked by at most one task at a time. The task keeps running turns until the
+runtime has nothing it may run, because queued work whose admission asked for no wake (a prompt
+accepted while a run was going) still drains at the next turn. An ``interrupt`` signal that
+arrives while a run is executing sets that run's interrupt flag; the executor is expected to
+yield at its next checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from uuid import UUID
+
+import structlog
+
+from worker.core import Signal
+from worker.driver import RuntimeDriver, StartedRun
+from worker.executors import Executor, RunResult
+
+log = structlog.get_logger(__name__)
+
+
+class RunLoop:
+    def __init__(
+        self,
+        driver: RuntimeDriver,
+        executor: Executor,
+        *,
+        max_concurrent: int = 8,
+        executor_timeout: float = 300.0,
+    ) -> None:
+        self._driver = driver
+        self._executor = executor
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._timeout = executor_timeout
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._running: dict[str, StartedRun] = {}
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.runs_completed = 0
+        self.runs_failed = 0
+        driver.on_signal(self.wake)
+
+    def wake(self, runtime_id: str, signal: Signal) -> None:
+        """Called by the driver after a commit left a runtime with a pending signal."""
+        if self._stopping:
+            return
+        started = self._running.get(runtime_id)
+        if started is not None and signal >= Signal.INTERRUPT:
+            started.request.interrupt.set()
+        if runtime_id in self._tasks:
+            self._again.add(runtime_id)
+            return
+        self._idle.clear()
+        task = asyncio.get_running_loop().create_task(self._work(runtime_id))
+        self._tasks[runtime_id] = task
+
+    async def _work(self, runtime_id: str) -> None:
+        try:
+            while not self._stopping:
+                self._again.discard(runtime_id)
+                self._driver.take_signal(runtime_id)
+                async with self._slots:
+                    ran = await self._one_turn(runtime_id)
+                if not ran and runtime_id not in self._again:
+                    break
+        except Exception as exc:
+            log.error("run_loop_failed", runtime_id=runtime_id, error=repr(exc))
+        finally:
+            self._tasks.pop(runtime_id, None)
+            if not self._tasks:
+                self._idle.set()
+
+    async def _one_turn(self, runtime_id: str) -> bool:
+        started = await self._driver.start_run(runtime_id)
+        if started is None:
+            return False
+        self._running[runtime_id] = started
+        try:
+            result = await asyncio.wait_for(self._executor(started.request), self._timeout)
+        except TimeoutError:
+            await self._fail(
+                runtime_id, started.run_id, f"executor timed out after {self._timeout}s"
+            )
+            return True
+        except asyncio.CancelledError:
+            raise  # shutdown abandoned the run: recovery puts its inputs back
+        except Exception as exc:
+            await self._fail(runtime_id, started.run_id, f"{type(exc).__name__}: {exc}")
+            return True
+        finally:
+            self._running.pop(runtime_id, None)
+        if not isinstance(result, RunResult):
+            await self._fail(runtime_id, started.run_id, "executor did not return a RunResult")
+            return True
+        if await self._driver.finish_run(runtime_id, started.run_id, result):
+            self.runs_completed += 1
+        return True
+
+    async def _fail(self, runtime_id: str, run_id: UUID, error: str) -> None:
+        log.warning("run_failed", runtime_id=runtime_id, run_id=str(run_id), error=error)
+        self.runs_failed += 1
+        await self._driver.fail_run(runtime_id, run_id, error)
+
+    @property
+    def active_runs(self) -> int:
+        return len(self._running)
+
+    @property
+    def idle(self) -> bool:
+        return not self._tasks
+
+    async def wait_idle(self) -> None:
+        """Until no runtime has work this loop can do (tests use it instead of sleeping)."""
+        await self._idle.wait()
+
+    async def stop(self, grace: float) -> None:
+        """Let running executors finish within ``grace`` seconds, then abandon them to recovery
+        (their staged rows are requeued by the next load of the runtime)."""
+        self._stopping = True
+        for started in self._running.values():
+            started.request.interrupt.set()
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,280 @@
+"""The broker topology: exchanges, shard queues and the dead-letter path (CONTRACT.md).
+
+Producers publish to the ingress exchange with the runtime id as routing key. The exchange is of
+type ``x-consistent-hash``, so the broker, not the producer, picks the shard queue: every queue is
+bound with the weight ``"1"`` and one runtime id always hashes onto the same queue for as long as
+the set of queues stays the same. That is why the number of shards is fixed per deployment.
+
+Each shard queue is a quorum queue with single-active-consumer (one worker at a time, in order)
+and a delivery limit. Behaviour of quorum queues that the worker relies on, as observed on
+RabbitMQ 3.10.8 (and pinned by ``tests/integration/test_topology.py``):
+
+- ``x-delivery-limit`` counts *returns*, not deliveries: every ``nack``/``reject`` with
+  ``requeue=True`` adds one to the message's ``x-delivery-count`` header, and a message returned
+  more than ``x-delivery-limit`` times is dead-lettered. With a limit of N a message is therefore
+  delivered at most N + 1 times.
+- The broker dead-letters it to ``x-dead-letter-exchange`` with ``x-death`` reason
+  ``delivery_limit``, header ``x-first-death-queue`` naming the shard queue, the original routing
+  key, and every header the message already carried (so ``x-meerkat-error`` survives).
+- ``basic.get`` is refused on quorum queues with single-active-consumer: shard queues can only be
+  consumed. The dead queue has no single-active-consumer, so ``dlq`` can ``basic.get`` from it.
+- A missing exchange type is a *connection* error (503 COMMAND_INVALID "unknown exchange type"):
+  the broker closes the whole connection, not just the channel. ``declare`` turns it into
+  ``PluginMissing``; ``check`` probes the plugin on a connection of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, ExchangeType
+from aiormq.exceptions import (
+    AMQPChannelError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+    ConnectionCommandInvalid,
+)
+from yarl import URL
+
+from worker.config import Settings
+
+CONSISTENT_HASH = "x-consistent-hash"
+PLUGIN = "rabbitmq_consistent_hash_exchange"
+PLUGIN_MISSING = (
+    f"the RabbitMQ plugin {PLUGIN} is not enabled; enable it with: rabbitmq-plugins enable {PLUGIN}"
+)
+SHARD_WEIGHT = "1"
+"""Binding key of every shard queue: its weight on the consistent-hash ring."""
+MAX_SHARDS = 100
+"""Shard queue names carry two digits: ``.00`` to ``.99``."""
+
+
+class TopologyError(Exception):
+    """The broker's exchanges and queues are not what the worker needs."""
+
+
+class PluginMissing(TopologyError):
+    def __init__(self) -> None:
+        super().__init__(PLUGIN_MISSING)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names and arguments of every exchange and queue; ``prefix`` namespaces all of them."""
+
+    shards: int = 16
+    delivery_limit: int = 5
+    prefix: str = "meerkat"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shards <= MAX_SHARDS:
+            raise ValueError(f"shards must be 1..{MAX_SHARDS}, not {self.shards}")
+        if self.delivery_limit < 1:
+            raise ValueError(f"delivery_limit must be at least 1, not {self.delivery_limit}")
+        if not self.prefix:
+            raise ValueError("the name prefix must not be empty")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topology:
+        """The deployment's topology from ``worker.config.Settings`` (shards, delivery limit)."""
+        return cls(shards=settings.shards, delivery_limit=settings.delivery_limit)
+
+    @property
+    def ingress_exchange(self) -> str:
+        return f"{self.prefix}.ingress"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.prefix}.dead-letter"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"{self.prefix}.dead"
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.prefix}.events"
+
+    def shard_queue(self, shard: int) -> str:
+        if not 0 <= shard < self.shards:
+            raise ValueError(f"shard {shard} is outside 0..{self.shards - 1}")
+        return f"{self.ingress_exchange}.{shard:02d}"
+
+    def queue_names(self) -> list[str]:
+        """The shard queues in shard order: what the consumers consume."""
+        return [self.shard_queue(k) for k in range(self.shards)]
+
+    def exchange_names(self) -> list[str]:
+        return [self.ingress_exchange, self.dead_letter_exchange, self.events_exchange]
+
+    def all_queue_names(self) -> list[str]:
+        return [*self.queue_names(), self.dead_queue]
+
+    def shard_arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-single-active-consumer": True,
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": self.dead_letter_exchange,
+        }
+
+    def dead_queue_arguments(self) -> dict[str, Any]:
+        return {"x-queue-type": "quorum"}
+
+    def exchange_types(self) -> dict[str, str]:
+        return {
+            self.ingress_exchange: CONSISTENT_HASH,
+            self.dead_letter_exchange: ExchangeType.FANOUT.value,
+            self.events_exchange: ExchangeType.TOPIC.value,
+        }
+
+    def queue_arguments(self) -> dict[str, dict[str, Any]]:
+        arguments = {name: self.shard_arguments() for name in self.queue_names()}
+        arguments[self.dead_queue] = self.dead_queue_arguments()
+        return arguments
+
+    async def declare(self, channel: AbstractChannel) -> None:
+        """Declare everything; declaring an existing, equal topology changes nothing.
+
+        Raises ``PluginMissing`` when the broker lacks the consistent-hash exchange type (the
+        broker has then closed the channel's connection), and ``aiormq`` channel errors when an
+        existing exchange or queue was declared with other arguments.
+        """
+        try:
+            ingress = await channel.declare_exchange(
+                self.ingress_exchange, CONSISTENT_HASH, durable=True
+            )
+        except ConnectionCommandInvalid as exc:
+            if "exchange type" in str(exc):
+                raise PluginMissing from exc
+            raise
+        dead_letter = await channel.declare_exchange(
+            self.dead_letter_exchange, ExchangeType.FANOUT, durable=True
+        )
+        dead = await channel.declare_queue(
+            self.dead_queue, durable=True, arguments=self.dead_queue_arguments()
+        )
+        await dead.bind(dead_letter, routing_key="")
+        await channel.declare_exchange(self.events_exchange, ExchangeType.TOPIC, durable=True)
+        for name in self.queue_names():
+            shard = await channel.declare_queue(
+                name, durable=True, arguments=self.shard_arguments()
+            )
+            await shard.bind(ingress, routing_key=SHARD_WEIGHT)
+
+    async def check(self, connection: AbstractConnection) -> list[str]:
+        """Human-readable problems with the broker's topology; empty when all is in place.
+
+        Looks without creating: each exchange and queue is first declared passively, then, if it
+        exists, declared again with the expected type or arguments, which the broker refuses
+        (406) when they differ. Bindings are not visible over AMQP and are not checked.
+        Every failed declare closes its channel, so the work runs on a connection of its own
+        to the same broker: a robust connection would reopen each closed channel.
+        """
+        url = _url_of(connection)
+        problems: list[str] = []
+        plugin = await exchange_type_available_at(url, CONSISTENT_HASH)
+        if not plugin:
+            problems.append(PLUGIN_MISSING)
+        inspector = await aio_pika.connect(url)
+        try:
+            for name, kind in self.exchange_types().items():
+                # Re-declaring with an unknown type would close the whole connection.
+                compare = plugin or kind != CONSISTENT_HASH
+                problems += await _inspect(
+                    inspector, f"exchange {name}", _exchange_declaration(name, kind), compare
+                )
+            for name, arguments in self.queue_arguments().items():
+                problems += await _inspect(
+                    inspector, f"queue {name}", _queue_declaration(name, arguments), compare=True
+                )
+        finally:
+            await inspector.close()
+        return problems
+
+
+Declaration = Callable[[AbstractChannel, bool], Awaitable[object]]
+"""Declares one exchange or queue on a channel, passively or not."""
+
+
+def _exchange_declaration(name: str, kind: str) -> Declaration:
+    async def declare(channel: AbstractChannel, passive: bool) -> object:
+        return await channel.declare_exchange(name, kind, durable=True, passive=passive)
+
+    return declare
+
+
+def _queue_declaration(name: str, arguments: dict[str, Any]) -> Declaration:
+    async def declare(channel: AbstractChannel, passive: bool) -> object:
+        return await channel.declare_queue(
+            name, durable=True, arguments=arguments, passive=passive
+        )
+
+    return declare
+
+
+async def _inspect(
+    connection: AbstractConnection, what: str, declare: Declaration, compare: bool
+) -> list[str]:
+    """The problem with one exchange or queue, if any. Each declare gets a fresh channel because
+    the broker closes the channel on which a declare fails."""
+    for passive in (True, False) if compare else (True,):
+        channel = await connection.channel()
+        try:
+            await declare(channel, passive)
+        except ChannelNotFoundEntity:
+            return [f"{what} is missing; declare it with: meerkat-worker topology declare"]
+        except ChannelPreconditionFailed as exc:
+            return [f"{what} differs from the expected declaration: {_reply_text(exc)}"]
+        finally:
+            await _close_quietly(channel)
+    return []
+
+
+async def consistent_hash_available(connection: AbstractConnection) -> bool:
+    """Whether the broker knows the ``x-consistent-hash`` exchange type."""
+    return await exchange_type_available(connection, CONSISTENT_HASH)
+
+
+async def exchange_type_available(connection: AbstractConnection, exchange_type: str) -> bool:
+    """Whether the broker of this connection knows the exchange type (probed on another
+    connection: an unknown type makes the broker close the connection it was asked on)."""
+    return await exchange_type_available_at(_url_of(connection), exchange_type)
+
+
+async def exchange_type_available_at(url: URL, exchange_type: str) -> bool:
+    """Declare and delete a throw-away exchange of that type on a connection of its own."""
+    probe = await aio_pika.connect(url)
+    try:
+        channel = await probe.channel()
+        name = f"probe.{exchange_type}.{uuid4().hex}"
+        try:
+            await channel.declare_exchange(name, exchange_type, auto_delete=True)
+        except ConnectionCommandInvalid:
+            return False
+        await channel.exchange_delete(name)
+        return True
+    finally:
+        await probe.close()
+
+
+def _url_of(connection: AbstractConnection) -> URL:
+    if not isinstance(connection, aio_pika.Connection):
+        raise TypeError("the broker's URL is needed: pass an aio_pika connection")
+    return connection.url
+
+
+async def _close_quietly(channel: AbstractChannel) -> None:
+    if channel.is_closed:
+        return
+    with contextlib.suppress(AMQPChannelError, RuntimeError):
+        await channel.close()
+
+
+def _reply_text(exc: BaseException) -> str:
+    return str(exc.args[0]) if exc.args else type(exc).__name__
