@@ -75,8 +75,9 @@ class Committer:
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._stopping = False
         self.healthy = True
-        self.committed = 0
-        """Deliveries settled after a successful commit (tests wait on it)."""
+        self.settled = 0
+        """Deliveries settled for good: acked after their commit, or dead-lettered."""
+        self._settled_changed = asyncio.Condition()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -118,6 +119,16 @@ class Committer:
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+    async def _count_settled(self, count: int) -> None:
+        async with self._settled_changed:
+            self.settled += count
+            self._settled_changed.notify_all()
+
+    async def wait_settled(self, count: int) -> None:
+        """Until at least ``count`` deliveries have been settled for good (tests use it)."""
+        async with self._settled_changed:
+            await self._settled_changed.wait_for(lambda: self.settled >= count)
 
     @property
     def idle(self) -> bool:
@@ -171,7 +182,7 @@ class Committer:
             else:
                 acks.append(delivery.message)
         await settle.ack(acks)
-        self.committed += len(decided)
+        await self._count_settled(len(decided))
         for delivery, decision in decided:
             outcome = decision.outcome if decision is not None else None
             if isinstance(delivery.parsed, Unparseable):
@@ -201,6 +212,7 @@ class Committer:
             if deliveries >= self._delivery_limit:
                 reason = f"gave up after {deliveries} deliveries: {type(exc).__name__}: {exc}"
                 await settle.dead_letter(delivery.message, self._dead_letters, reason)
+                await self._count_settled(1)
             else:
                 await settle.requeue(delivery.message)
 

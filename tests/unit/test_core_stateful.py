@@ -207,8 +207,6 @@ class CoreMachine(RuleBasedStateMachine):
         self.order(self.commands[pick % len(self.commands)])
 
     def order(self, cmd: AnyCommand) -> None:
-        from hypothesis import event as _ev
-        _ev(f"{cmd.command_type} {self.runtime.phase} terminal={any(r.is_terminal and r.phase.value!='abandoned' for r in self.runtime.inputs.values())}")
         stored = self.store.commands.get(cmd.command_id)
         before = self.runtime
         result = self.decide(lambda rt, ctx: apply_command(rt, cmd, ctx, stored_outcome=stored))
