@@ -23,7 +23,7 @@ from uuid import UUID
 
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
-from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential, wait_random
 
 from persistence.errors import StoreError, StoreUnavailable, VersionConflict
 from schemas import Limits, Rejected
@@ -78,6 +78,8 @@ class Committer:
         self.settled = 0
         """Deliveries settled for good: acked after their commit, or dead-lettered."""
         self._settled_changed = asyncio.Condition()
+        self.failures = 0
+        """Batches whose decide-and-commit failed (each then retried or given back)."""
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -192,6 +194,7 @@ class Committer:
 
     async def _recover_from(self, batch: list[Delivery], exc: Exception) -> None:
         log.warning("commit_failed", size=len(batch), error=repr(exc))
+        self.failures += 1
         if is_outage(exc):
             await self._wait_until_healthy()
             await self._give_back(batch, exc)
@@ -220,7 +223,7 @@ class Committer:
         """Back off until the database and the blob store answer again."""
         self.healthy = False
         retrying = AsyncRetrying(
-            wait=wait_exponential_jitter(initial=0.1, max=5.0),
+            wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.1),
             retry=retry_if_exception(lambda e: not self._stopping),
             reraise=True,
         )

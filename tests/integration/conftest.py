@@ -17,6 +17,7 @@ from uuid import uuid4
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from pydantic import SecretStr
 
 from schemas import CommandEnvelope, EventEnvelope, InputEnvelope, Reply
 from tests.fixtures.rabbitmq import TopologyFactory
@@ -100,7 +101,8 @@ async def stack_factory(
                    **overrides: Any) -> Stack:
         topology = topology_factory(shards=4, delivery_limit=delivery_limit)
         settings = Settings(
-            amqp_url=amqp_url, database_url=postgres_url, blob_url=s3_url,
+            amqp_url=SecretStr(amqp_url), database_url=SecretStr(postgres_url),
+            blob_url=SecretStr(s3_url),
             shards=topology.shards, delivery_limit=delivery_limit, http_port=0,
             group_commit_window_ms=5, shutdown_grace_seconds=5, **overrides,
         )

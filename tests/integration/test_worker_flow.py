@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from schemas import (
     BlobImageBlock,
     CommandCompleted,
     Deduplicated,
+    EventEnvelope,
     InlineImageBlock,
     InputPhase,
     PromptInput,
@@ -105,8 +107,15 @@ async def test_every_command_answers_with_its_report(stack: Stack) -> None:
         assert isinstance(reply.outcome, CommandCompleted), (name, reply.outcome)
         assert reply.outcome.state.value == state, name
         assert reply.outcome.report.model_dump(exclude_none=True) == report, name
-        await stack.wait_for_event(
-            lambda e, n=name: e.code.value == "command.completed"
-            and e.data["command_type"] == n
-            and e.runtime_id == runtime_id
+        await stack.wait_for_event(_command_completed(runtime_id, name))
+
+
+def _command_completed(runtime_id: str, name: str) -> Callable[[EventEnvelope], bool]:
+    def matches(event: EventEnvelope) -> bool:
+        return (
+            event.code.value == "command.completed"
+            and event.data["command_type"] == name
+            and event.runtime_id == runtime_id
         )
+
+    return matches

@@ -143,7 +143,7 @@ def _refusal(runtime: Runtime, command: AnyCommand) -> RuntimeDestroyed | Illega
 def _abandon_all(
     runtime: Runtime, reason: AbandonReason, ctx: Context, *, only_queued: bool = False
 ) -> list[InputRecord]:
-    chosen = [r for r in runtime.inputs.values() if r.phase is not InputPhase.ABANDONED and not only_queued or r.phase is InputPhase.QUEUED]
+    chosen = [r for r in runtime.live_inputs() if not only_queued or r.phase is InputPhase.QUEUED]
     return [abandon_input(r, reason, ctx, InputTrigger.ABANDON) for r in chosen]
 
 
