@@ -171,8 +171,7 @@ class Worker:
 
 async def serve(settings: Settings) -> None:
     """``meerkat-worker run``: start, then drain and stop on SIGTERM or SIGINT."""
-    worker = Worker(settings, Topology(shards=settings.shards,
-                                       delivery_limit=settings.delivery_limit))
+    worker = Worker(settings, Topology.from_settings(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

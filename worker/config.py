@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     group_commit_window_ms: float = Field(5.0, ge=0, description="how long a commit batch fills")
     max_concurrent_runs: int = Field(8, ge=1, description="runs of different runtimes at once")
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    topology_prefix: str = Field(
+        "meerkat",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="first part of every exchange and queue name (to share one vhost)",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -81,8 +81,9 @@ class Topology:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
-        """The deployment's topology from ``worker.config.Settings`` (shards, delivery limit)."""
-        return cls(shards=settings.shards, delivery_limit=settings.delivery_limit)
+        """The deployment's topology from ``worker.config.Settings``."""
+        return cls(shards=settings.shards, delivery_limit=settings.delivery_limit,
+                   prefix=settings.topology_prefix)
 
     @property
     def ingress_exchange(self) -> str:

@@ -40,7 +40,8 @@ from schemas import (
 from schemas.content import ContentBlock
 from tests.contract.faults import FaultyBlobStore, FaultyStore
 from tests.fixtures.s3 import S3Server, new_s3_blob_store
-from worker.driver import RuntimeDriver
+from worker.driver import RuntimeDriver, StartedRun
+from worker.executors.echo import execute
 
 BLOB_STORE_KINDS = [
     pytest.param("memory", marks=pytest.mark.unit),
@@ -161,3 +162,12 @@ def destroy() -> Destroy:
 
 def abandon(input_id: UUID) -> AbandonInput:
     return AbandonInput(command_id=uuid4(), input_id=input_id)
+
+
+async def run_next(driver: RuntimeDriver, runtime_id: str) -> StartedRun:
+    """Start the next run, execute it with the echo executor and commit its boundary."""
+    started = await driver.start_run(runtime_id)
+    assert started is not None, "nothing to run"
+    result = await execute(started.request)
+    assert await driver.finish_run(runtime_id, started.run_id, result)
+    return started
