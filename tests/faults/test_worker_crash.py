@@ -38,12 +38,12 @@ class ConsumedWatch:
                 self.consumed.add(UUID(event.data["input_id"]))
                 self._changed.notify_all()
 
-    async def at_least(self, count: int, timeout: float = 120) -> None:
+    async def at_least(self, count: int, wait_seconds: float = 120) -> None:
         async def reached() -> None:
             async with self._changed:
                 await self._changed.wait_for(lambda: len(self.consumed) >= count)
 
-        await asyncio.wait_for(reached(), timeout)
+        await asyncio.wait_for(reached(), wait_seconds)
 
 
 @pytest.fixture
