@@ -12,7 +12,7 @@ import copy
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from persistence.codec import blob_ids_of, to_utc
@@ -69,6 +69,8 @@ class MemoryRuntimeStore:
         self._next_position = 1
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._workers: dict[str, tuple[str, datetime]] = {}
+        """Heartbeat rows: worker id → (group, last seen)."""
 
     def _stored(self, runtime_id: str) -> _Stored:
         return self._runtimes.get(runtime_id) or _Stored()
@@ -216,6 +218,19 @@ class MemoryRuntimeStore:
 
     async def close(self) -> None:
         return None
+
+    async def heartbeat(
+        self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = ""
+    ) -> list[str]:
+        cutoff = to_utc(now) - ttl
+        stale = [w for w, (g, seen) in self._workers.items() if g == group and seen < cutoff]
+        for worker in stale:
+            del self._workers[worker]
+        self._workers[worker_id] = (group, to_utc(now))
+        return sorted(w for w, (g, _) in self._workers.items() if g == group)
+
+    async def leave(self, worker_id: str) -> None:
+        self._workers.pop(worker_id, None)
 
 
 def _in_admission_order(records: Iterable[InputRecord]) -> list[InputRecord]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
@@ -92,6 +92,18 @@ class RuntimeStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def heartbeat(
+        self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = ""
+    ) -> list[str]:
+        """Record that ``worker_id`` (of ``group``) is alive at ``now``, forget the workers of
+        the group last seen before ``now - ttl``, and return the live ones' ids, sorted
+        (``worker_id`` among them). One transaction."""
+        ...
+
+    async def leave(self, worker_id: str) -> None:
+        """Delete the worker's heartbeat row (idempotent)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ Shutdown order matters: stop receiving first, let the committer finish the batch
 acks follow its commit), give back deliveries never started, let running executors reach a
 checkpoint within the grace period (or abandon them to recovery), publish what the outbox holds,
 then close connections. Closing the channels returns every unacked delivery to its queue.
+
+With membership the heartbeat loop ends first, so no shard is taken on while stopping, and the
+worker leaves the membership as soon as its batch in flight is settled: the others take its
+shards at their next heartbeat instead of after the heartbeat ttl.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from worker.consumer import ShardConsumers
 from worker.driver import RuntimeDriver
 from worker.executors import Executor, load_executor
 from worker.health import HealthServer, ReadinessError
+from worker.membership import Membership
 from worker.metrics import Metrics
 from worker.outbox import OutboxRelay
 from worker.replies import ReplyPublisher
@@ -46,6 +51,8 @@ class Worker:
     executor: Executor | None = None
     serve_http: bool = True
     metrics: Metrics = field(default_factory=Metrics)
+    worker_id: str | None = None
+    """The membership id; by default ``hostname-pid-random``."""
 
     store: RuntimeStore | None = None
     blobs: BlobStore | None = None
@@ -55,6 +62,8 @@ class Worker:
     outbox: OutboxRelay | None = None
     consumers: ShardConsumers | None = None
     health: HealthServer | None = None
+    membership: Membership | None = None
+    _stopped: bool = False
     _connection: AbstractRobustConnection | None = None
     _publish_channel: AbstractChannel | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -89,9 +98,7 @@ class Worker:
         self._spawn(self.committer.run(), "committer")
         self._spawn(self.outbox.run(), "outbox")
         await self._resume_pending_runtimes()
-        self.consumers = ShardConsumers(self._connection, self.committer,
-                                        self.topology.queue_names(), prefetch=settings.prefetch)
-        await self.consumers.start()
+        self.consumers = await self._start_consuming()
         if self.serve_http:
             self.health = HealthServer(self.metrics)
             self.health.add_check("database", self.store.ping)
@@ -100,7 +107,31 @@ class Worker:
             self.health.add_check("consumers", self.consumers.readiness)
             await self.health.start(port=settings.http_port)
         log.info("worker_started", shards=len(self.topology.queue_names()),
+                 owned=len(self.consumers.owned) if self.consumers else 0,
+                 worker_id=self.membership.worker_id if self.membership else None,
                  settings=settings.redacted())
+
+    async def _start_consuming(self) -> ShardConsumers:
+        """Every shard, or with membership the shards this worker owns after one heartbeat
+        (a worker alone owns them all from the start)."""
+        assert self._connection is not None
+        assert self.committer is not None
+        assert self.store is not None
+        settings = self.settings
+        shards = self.topology.queue_names()
+        consumers = ShardConsumers(self._connection, self.committer,
+                                   [] if settings.membership else shards,
+                                   prefetch=settings.prefetch)
+        self.consumers = consumers  # stop() finds them even if the first heartbeat fails
+        await consumers.start()
+        if settings.membership:
+            self.membership = Membership(
+                self.store, shards, consumers.assign,
+                heartbeat_seconds=settings.heartbeat_seconds, group=self.topology.prefix,
+                worker_id=self.worker_id,
+            )
+            await self.membership.start()
+        return consumers
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
@@ -134,13 +165,19 @@ class Worker:
                 return
 
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         grace = self.settings.shutdown_grace_seconds
+        if self.membership is not None:
+            await self.membership.stop(grace)
         if self.consumers is not None:
             await self.consumers.stop()
         if self.committer is not None:
             self.committer.stop()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.committer.wait_idle(), grace)
+        await self._leave()
         if self.run_loop is not None:
             await self.run_loop.stop(grace)
         if self.outbox is not None:
@@ -155,6 +192,16 @@ class Worker:
         if self.committer is not None:
             await self.committer.release_pending()
         await self._close()
+
+    async def _leave(self) -> None:
+        if self.membership is None:
+            return
+        try:
+            await asyncio.wait_for(self.membership.leave(),
+                                   min(self.settings.shutdown_grace_seconds, 5.0))
+        except Exception as exc:
+            # The row then expires after the heartbeat ttl; the others take over then.
+            log.warning("leave_failed", error=repr(exc))
 
     async def _close(self) -> None:
         if self.health is not None:

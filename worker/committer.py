@@ -150,20 +150,28 @@ class Committer:
     async def _decide_and_commit(
         self, batch: list[Delivery]
     ) -> list[tuple[Delivery, Decision | None]]:
+        # Only a lone or redelivered message pays for the store's dedupe lookups; in a batch
+        # a duplicate trips a unique key and the batch is retried one message at a time.
+        look_up = len(batch) == 1
         async with self._driver.batch() as commit:
-            decided = [(d, await self._decide(commit, d)) for d in batch]
+            decided = [(d, await self._decide(commit, d, look_up)) for d in batch]
             await commit.commit()
         self._on_commit()
         return decided
 
-    async def _decide(self, commit: CommitBatch, delivery: Delivery) -> Decision | None:
+    async def _decide(
+        self, commit: CommitBatch, delivery: Delivery, look_up: bool
+    ) -> Decision | None:
         parsed = delivery.parsed
+        look_up = look_up or delivery.message.redelivered is True
         if isinstance(parsed, ParsedInput):
             return await commit.accept_input(
-                parsed.runtime_id, parsed.item, message_bytes=parsed.size
+                parsed.runtime_id, parsed.item, message_bytes=parsed.size, look_up_stored=look_up
             )
         if isinstance(parsed, ParsedCommand):
-            return await commit.apply_command(parsed.runtime_id, parsed.command)
+            return await commit.apply_command(
+                parsed.runtime_id, parsed.command, look_up_stored=look_up
+            )
         if parsed.runtime_id is None:
             return None  # nothing names a runtime: dead-letter only
         subject = delivery.message.message_id

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="first part of every exchange and queue name (to share one vhost)",
     )
+    membership: bool = Field(
+        True, description="spread the shard queues over the live workers (heartbeat rows)"
+    )
+    heartbeat_seconds: float = Field(
+        5.0, gt=0, description="membership heartbeat interval; a worker is gone after 3 missed"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -268,13 +268,24 @@ class CommitBatch:
         return decision
 
     async def accept_input(
-        self, runtime_id: str, item: AnyInput, *, message_bytes: int | None = None
+        self,
+        runtime_id: str,
+        item: AnyInput,
+        *,
+        message_bytes: int | None = None,
+        look_up_stored: bool = True,
     ) -> Decision:
-        """Admit, deduplicate, or reject ``item`` (a rejection is a decision too: its event)."""
+        """Admit, deduplicate, or reject ``item`` (a rejection is a decision too: its event).
+
+        ``look_up_stored=False`` skips the store lookup of an archived input with the same id
+        or idempotency key, leaving a duplicate to the store's unique constraints: the whole
+        commit then fails with DuplicateRow and the caller retries it with lookups. The group
+        committer does so for first deliveries, which are almost never duplicates.
+        """
         runtime = await self._runtime(runtime_id)
         ctx = self._driver.context()
         stored = None
-        if item.header.id not in runtime.inputs and runtime.version > 0:
+        if look_up_stored and item.header.id not in runtime.inputs and runtime.version > 0:
             stored = await self._driver.store.find_input(
                 runtime_id, item.header.id, item.header.idempotency_key
             )
@@ -297,11 +308,15 @@ class CommitBatch:
             )
         return self._add(decision)
 
-    async def apply_command(self, runtime_id: str, command: AnyCommand) -> Decision:
+    async def apply_command(
+        self, runtime_id: str, command: AnyCommand, *, look_up_stored: bool = True
+    ) -> Decision:
+        """Apply, repeat the stored answer of, or refuse ``command`` (see ``accept_input``
+        for ``look_up_stored``; a repeated command id trips the processed-commands key)."""
         runtime = await self._runtime(runtime_id)
         ctx = self._driver.context()
         stored = self._decided_here(command.command_id)
-        if stored is None and runtime.version > 0:
+        if stored is None and look_up_stored and runtime.version > 0:
             stored = await self._driver.store.find_command(runtime_id, command.command_id)
         try:
             decision = apply_command(runtime, command, ctx, stored_outcome=stored)

@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import URL, RowMapping, or_, select, text, union, update
+from sqlalchemy import URL, RowMapping, delete, or_, select, text, union, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from persistence import codec
 from persistence.errors import UnsafeDatabase
+from persistence.plan import plan_writes
 from persistence.ports import OutboxEvent, StoredRuntime
 from persistence.sql.engine import WRITE_OPTION, database_url, is_sqlite, make_engine, safe_url
 from persistence.sql.failures import DATABASE_ERRORS, store_error
@@ -30,8 +33,9 @@ from persistence.sql.tables import (
     processed_commands,
     runtimes,
     session_snapshots,
+    workers,
 )
-from persistence.sql.writes import apply_decision
+from persistence.sql.writes import apply_plan
 from schemas import CommandCompleted, EventEnvelope, InputPhase, RuntimePhase
 from schemas.states import TERMINAL_INPUT_PHASES
 from worker.core.model import BoundaryReceipt, Decision, InputRecord, RuntimeRow, SessionSnapshot
@@ -179,9 +183,9 @@ class SqlRuntimeStore:
         if not decisions:
             return
         now = self._clock()
+        plan = plan_writes(decisions)
         async with self._writing() as conn:
-            for decision in decisions:
-                await apply_decision(conn, decision, now)
+            await apply_plan(conn, plan, now)
             await self._commit(conn)
 
     async def runtimes_with_pending_work(self, limit: int = 10_000) -> list[str]:
@@ -301,6 +305,41 @@ class SqlRuntimeStore:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+    async def heartbeat(
+        self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = ""
+    ) -> list[str]:
+        cutoff = now - ttl
+        of_group = workers.c.group_name == group
+        # SKIP LOCKED: two workers forgetting the same dead ones never wait on each other
+        # (nor deadlock); what one skips, the other deletes. SQLite has one writer anyway.
+        stale = select(workers.c.worker_id).where(of_group, workers.c.last_seen < cutoff)
+        upsert = (sqlite_insert if self._sqlite else postgresql_insert)(workers).values(
+            worker_id=worker_id, group_name=group, last_seen=now
+        )
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[workers.c.worker_id],
+            set_={"group_name": upsert.excluded.group_name,
+                  "last_seen": upsert.excluded.last_seen},
+        )
+        async with self._writing() as conn:
+            await conn.execute(
+                delete(workers).where(
+                    workers.c.worker_id.in_(stale.with_for_update(skip_locked=True))
+                )
+            )
+            await conn.execute(upsert)
+            result = await conn.execute(
+                select(workers.c.worker_id).where(of_group, workers.c.last_seen >= cutoff)
+            )
+            live = sorted(result.scalars())
+            await self._commit(conn)
+        return live
+
+    async def leave(self, worker_id: str) -> None:
+        async with self._writing() as conn:
+            await conn.execute(delete(workers).where(workers.c.worker_id == worker_id))
+            await self._commit(conn)
 
 
 def _runtime_row(row: RowMapping) -> RuntimeRow:

@@ -212,3 +212,18 @@ event_outbox = Table(
     # Positions are never reused, even after sent events are pruned.
     sqlite_autoincrement=True,
 )
+
+WORKER_ID_LENGTH = 200
+GROUP_LENGTH = 64
+
+workers = Table(
+    "workers",
+    metadata,
+    # One heartbeat row per running worker; membership assigns the shard queues over them.
+    Column("worker_id", String(WORKER_ID_LENGTH), nullable=False),
+    # Deployments sharing one database (one topology prefix each) do not share shards.
+    Column("group_name", String(GROUP_LENGTH), nullable=False),
+    Column("last_seen", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("worker_id"),
+    Index(None, "group_name", "last_seen"),
+)

@@ -6,7 +6,6 @@ the caller rolls the whole transaction back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from persistence import codec
 from persistence.errors import DuplicateRow, ReceiptConflict, StoreError, VersionConflict
+from persistence.plan import InputWrite, WritePlan
 from persistence.sql.failures import describe, is_foreign_key, violated_constraint
 from persistence.sql.tables import (
     boundary_receipts,
@@ -29,14 +29,10 @@ from persistence.sql.tables import (
 from schemas import EventEnvelope
 from worker.core.model import (
     BoundaryReceipt,
-    Decision,
-    DeleteInput,
     InputRecord,
     Mutation,
     PutInput,
-    PutReceipt,
     PutRuntime,
-    PutSnapshot,
     RecordCommand,
     RuntimeRow,
     SessionSnapshot,
@@ -116,53 +112,68 @@ def event_values(event: EventEnvelope, now: datetime) -> dict[str, Any]:
     }
 
 
-async def apply_decision(conn: AsyncConnection, decision: Decision, now: datetime) -> None:
-    for mutation in decision.mutations:
-        try:
-            await _apply(conn, decision.runtime_id, mutation, now)
-        except IntegrityError as exc:
-            raise _integrity_failure(exc, mutation) from exc
-    if decision.events:
-        try:
-            rows = [event_values(event, now) for event in decision.events]
-            await conn.execute(insert(event_outbox), rows)
-        except IntegrityError as exc:
-            raise _integrity_failure(exc, None) from exc
-
-
-async def _apply(conn: AsyncConnection, runtime_id: str, mutation: Mutation, now: datetime) -> None:
-    match mutation:
-        case PutRuntime(row=row, expected_version=expected):
+async def apply_plan(conn: AsyncConnection, plan: WritePlan, now: datetime) -> None:
+    """Write a folded commit: a statement per runtime row, multi-row inserts for the rest."""
+    try:
+        for row, expected in plan.runtimes.values():
             await _put_runtime(conn, row, expected)
-        case PutInput(record=record, insert=True):
-            await _insert_input(conn, runtime_id, record)
-        case PutInput(record=record):
-            await _update_input(conn, runtime_id, record)
-        case DeleteInput(input_id=input_id):
+        for runtime_id, input_id in plan.deletes:
             await conn.execute(
                 delete(inputs).where(
                     and_(inputs.c.runtime_id == runtime_id, inputs.c.input_id == input_id)
                 )
             )
-        case PutReceipt(receipt=receipt):
-            await conn.execute(insert(boundary_receipts).values(receipt_values(receipt)))
-        case PutSnapshot(snapshot=snapshot):
-            await _upsert_snapshot(conn, snapshot)
-        case RecordCommand():
+        for write in plan.updates:
+            await _update_input(conn, write.runtime_id, write.record)
+        if plan.inserts:
+            await _insert_inputs(conn, plan.inserts)
+        if plan.receipts:
             await conn.execute(
-                insert(processed_commands).values(
-                    runtime_id=runtime_id,
-                    command_id=mutation.command_id,
-                    command_type=mutation.command_type,
-                    outcome=codec.encode_command(mutation.outcome),
-                    processed_at=codec.to_utc(mutation.at),
-                )
+                insert(boundary_receipts), [receipt_values(r) for r in plan.receipts]
             )
+        for snapshot in plan.snapshots.values():
+            await _upsert_snapshot(conn, snapshot)
+        if plan.commands:
+            await conn.execute(
+                insert(processed_commands),
+                [
+                    {
+                        "runtime_id": runtime_id,
+                        "command_id": command.command_id,
+                        "command_type": command.command_type,
+                        "outcome": codec.encode_command(command.outcome),
+                        "processed_at": codec.to_utc(command.at),
+                    }
+                    for runtime_id, command in plan.commands
+                ],
+            )
+        if plan.events:
+            await conn.execute(insert(event_outbox), [event_values(e, now) for e in plan.events])
+    except IntegrityError as exc:
+        raise _integrity_failure(exc, None) from exc
+
+
+async def _insert_inputs(conn: AsyncConnection, writes: list[InputWrite]) -> None:
+    # The id conflict is named as the arbiter, so an input repeated whole (same id and same key)
+    # is reported as a repeated id on both databases, whichever index each checks first.
+    statement = (
+        _dialect_insert(conn, inputs)
+        .on_conflict_do_nothing(index_elements=["runtime_id", "input_id"])
+        .returning(inputs.c.runtime_id, inputs.c.input_id)
+    )
+    result = await conn.execute(statement, [input_values(w.runtime_id, w.record) for w in writes])
+    written = {(row.runtime_id, row.input_id) for row in result}
+    for write in writes:
+        if (write.runtime_id, write.record.input_id) not in written:
+            raise DuplicateRow("input id", _detail(PutInput(write.record, insert=True)))
 
 
 async def _put_runtime(conn: AsyncConnection, row: RuntimeRow, expected: int) -> None:
     if expected == 0:
-        await conn.execute(insert(runtimes).values(runtime_values(row)))
+        try:
+            await conn.execute(insert(runtimes).values(runtime_values(row)))
+        except IntegrityError as exc:  # another writer created it first
+            raise VersionConflict(row.runtime_id, expected) from exc
         return
     values = runtime_values(row)
     del values["runtime_id"]
@@ -173,17 +184,6 @@ async def _put_runtime(conn: AsyncConnection, row: RuntimeRow, expected: int) ->
     )
     if result.rowcount == 0:
         raise VersionConflict(row.runtime_id, expected)
-
-
-async def _insert_input(conn: AsyncConnection, runtime_id: str, record: InputRecord) -> None:
-    # The id conflict is named as the arbiter, so an input repeated whole (same id and same key)
-    # is reported as a repeated id on both databases, whichever index each checks first.
-    statement = _dialect_insert(conn, inputs, input_values(runtime_id, record))
-    result = await conn.execute(
-        statement.on_conflict_do_nothing(index_elements=["runtime_id", "input_id"])
-    )
-    if result.rowcount == 0:
-        raise DuplicateRow("input id", _detail(PutInput(record, insert=True)))
 
 
 async def _update_input(conn: AsyncConnection, runtime_id: str, record: InputRecord) -> None:
@@ -201,17 +201,15 @@ async def _update_input(conn: AsyncConnection, runtime_id: str, record: InputRec
 
 async def _upsert_snapshot(conn: AsyncConnection, snapshot: SessionSnapshot) -> None:
     values = snapshot_values(snapshot)
-    statement = _dialect_insert(conn, session_snapshots, values)
+    statement = _dialect_insert(conn, session_snapshots).values(values)
     changed = {k: v for k, v in values.items() if k != "runtime_id"}
     await conn.execute(statement.on_conflict_do_update(index_elements=["runtime_id"], set_=changed))
 
 
-def _dialect_insert(
-    conn: AsyncConnection, table: Table, values: Mapping[str, Any]
-) -> postgresql.Insert | sqlite.Insert:
+def _dialect_insert(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
     if conn.dialect.name == "postgresql":
-        return postgresql.insert(table).values(dict(values))
-    return sqlite.insert(table).values(dict(values))
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def _detail(mutation: Mutation | None) -> str:
@@ -226,11 +224,8 @@ def _integrity_failure(exc: IntegrityError, mutation: Mutation | None) -> StoreE
     constraint = violated_constraint(exc)
     if isinstance(mutation, PutRuntime) and constraint == "pk_runtimes":
         return VersionConflict(mutation.row.runtime_id, mutation.expected_version)
-    if isinstance(mutation, PutReceipt) and constraint == "pk_boundary_receipts":
-        receipt = mutation.receipt
-        return ReceiptConflict(
-            f"runtime {receipt.runtime_id!r} run {receipt.run_id} sequence {receipt.sequence}"
-        )
+    if constraint == "pk_boundary_receipts":
+        return ReceiptConflict(describe(exc))
     if constraint in _DUPLICATES:
         return DuplicateRow(_DUPLICATES[constraint], _detail(mutation))
     if is_foreign_key(constraint):

@@ -6,7 +6,7 @@ of a runtime store and a blob store. :meth:`Harness.restart` is a new process on
 it means in production: everything the new driver knows, it read back from the store.
 
 ``harness`` runs over every runtime store (memory, SQLite, PostgreSQL) with an in-memory blob
-store; ``image_harness`` runs over every runtime store × every blob store (memory, file system,
+store; ``image_harness`` runs over every runtime store and every blob store (memory, file system,
 S3) and is kept for the few tests about images.
 """
 
@@ -27,6 +27,7 @@ from schemas import (
     Destroy,
     Durability,
     EventCode,
+    ExternalEventInput,
     InputHeader,
     InputPhase,
     OperatorSource,
@@ -108,7 +109,7 @@ def harness(runtime_store: RuntimeStore) -> Harness:
 
 @pytest.fixture
 def image_harness(runtime_store: RuntimeStore, blob_store: BlobStore) -> Harness:
-    """A driver over each runtime store × each blob store."""
+    """A driver over each runtime store and each blob store."""
     return Harness(runtime_store, blob_store)
 
 
@@ -138,6 +139,17 @@ def prompt(
     )
     content: str | list[ContentBlock] = [TextBlock(text=text), *images] if images else text
     return PromptInput(header=header, content=content)
+
+
+def external_event(supersession_key: str | None = None) -> ExternalEventInput:
+    header = InputHeader(
+        id=uuid4(),
+        timestamp=NOW,
+        source=OperatorSource(),
+        durability=Durability.DURABLE,
+        supersession_key=supersession_key,
+    )
+    return ExternalEventInput(header=header, event_type="deploy", payload={"ref": "main"})
 
 
 def retire(*, abandon_pending: bool = False, command_id: UUID | None = None) -> Retire:

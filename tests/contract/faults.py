@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal, TypeVar
 from uuid import UUID
 
@@ -51,6 +52,8 @@ STORE_METHODS = frozenset(
         "referenced_blob_ids",
         "ping",
         "close",
+        "heartbeat",
+        "leave",
     }
 )
 BLOB_METHODS = frozenset({"put_image", "get", "exists", "delete", "list_blobs", "ping", "close"})
@@ -184,6 +187,17 @@ class FaultyStore:
     async def close(self) -> None:
         await self.plan.through("close", self.inner.close)
 
+    async def heartbeat(
+        self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = ""
+    ) -> list[str]:
+        return await self.plan.through(
+            "heartbeat",
+            lambda: self.inner.heartbeat(worker_id, now=now, ttl=ttl, group=group),
+        )
+
+    async def leave(self, worker_id: str) -> None:
+        await self.plan.through("leave", lambda: self.inner.leave(worker_id))
+
 
 class FaultyBlobStore:
     """A :class:`BlobStore` that fails chosen calls of the blob store it wraps."""
@@ -195,6 +209,10 @@ class FaultyBlobStore:
     @property
     def max_blob_bytes(self) -> int:
         return self.inner.max_blob_bytes
+
+    @max_blob_bytes.setter
+    def max_blob_bytes(self, value: int) -> None:
+        self.inner.max_blob_bytes = value
 
     @property
     def calls(self) -> Counter[str]:

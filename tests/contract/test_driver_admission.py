@@ -12,10 +12,25 @@ import pytest
 
 from persistence.errors import CommitOutcomeUnknown, StoreUnavailable, VersionConflict
 from persistence.factory import open_runtime_store
-from schemas import Accepted, Deduplicated, EventCode, InputPhase, RuntimePhase
-from tests.contract.driver_fixtures import Harness, new_runtime_id, prompt, run_next
+from schemas import (
+    Accepted,
+    Deduplicated,
+    Durability,
+    EventCode,
+    InputPhase,
+    Rejected,
+    RuntimePhase,
+)
+from tests.contract.driver_fixtures import (
+    Harness,
+    external_event,
+    new_runtime_id,
+    prompt,
+    run_next,
+)
 from tests.contract.faults import When
 from tests.unit.images import inline_image
+from worker.core import Signal
 
 
 async def test_an_accepted_input_is_in_the_store_before_the_ack(
@@ -104,6 +119,8 @@ async def test_a_failed_accept_commit_leaves_no_state_and_a_retry_succeeds(
         await harness.driver.accept_input(runtime_id, prompt())
     before = await harness.driver.load(runtime_id)
     events_before = await harness.event_codes(runtime_id)
+    signals: list[tuple[str, Signal]] = []
+    harness.driver.on_signal(lambda rid, signal: signals.append((rid, signal)))
     item = prompt(key=f"key-{uuid4()}")
     harness.store.fail_next("commit")
 
@@ -111,6 +128,7 @@ async def test_a_failed_accept_commit_leaves_no_state_and_a_retry_succeeds(
         await harness.driver.accept_input(runtime_id, item)
 
     assert harness.driver.cached(runtime_id) is before
+    assert signals == [], "the run loop hears of nothing that was not committed"
     assert await harness.inner_store.get_input(runtime_id, item.header.id) is None
     assert await harness.event_codes(runtime_id) == events_before
     loaded = await harness.inner_store.load_runtime(runtime_id)
@@ -118,6 +136,7 @@ async def test_a_failed_accept_commit_leaves_no_state_and_a_retry_succeeds(
     retry = await harness.driver.accept_input(runtime_id, item)
     assert isinstance(retry, Accepted)
     assert retry.admission_seq == before.next_admission_seq
+    assert signals == [(runtime_id, Signal.WAKE)]
     assert (await harness.phases(runtime_id))[item.header.id] is InputPhase.QUEUED
 
 
@@ -212,3 +231,36 @@ async def test_the_fault_wrappers_fail_before_or_after_the_inner_call(harness: H
     with pytest.raises(ValueError, match="no method"):
         harness.store.fail_next("comit")
 
+
+async def test_a_superseding_event_rewrites_the_older_row_in_the_same_commit(
+    harness: Harness,
+) -> None:
+    runtime_id = new_runtime_id()
+    key = f"deploy-{uuid4()}"
+    older, newer = external_event(key), external_event(key)
+    await harness.driver.accept_input(runtime_id, older)
+
+    outcome = await harness.driver.accept_input(runtime_id, newer)
+
+    assert isinstance(outcome, Accepted)
+    assert await harness.phases(runtime_id) == {
+        older.header.id: InputPhase.SUPERSEDED,
+        newer.header.id: InputPhase.QUEUED,
+    }
+    stored = await harness.inner_store.get_input(runtime_id, older.header.id)
+    assert stored is not None
+    assert stored.superseded_by == newer.header.id
+    runtime = await harness.restart().driver.load(runtime_id)
+    assert list(runtime.inputs) == [newer.header.id]
+
+
+async def test_a_rejected_input_leaves_an_event_and_no_runtime(harness: Harness) -> None:
+    runtime_id = new_runtime_id()
+    item = prompt(durability=Durability.DERIVED)
+
+    outcome = await harness.driver.accept_input(runtime_id, item)
+
+    assert isinstance(outcome, Rejected)
+    assert (await harness.inner_store.load_runtime(runtime_id)).row is None
+    assert await harness.event_codes(runtime_id) == [EventCode.INPUT_REJECTED]
+    assert isinstance(await harness.driver.accept_input(runtime_id, prompt()), Accepted)

@@ -94,19 +94,25 @@ StackFactory = Callable[..., Any]
 async def stack_factory(
     amqp_url: str, postgres_url: str, s3_url: str, topology_factory: TopologyFactory
 ) -> AsyncIterator[StackFactory]:
-    """``await make(executor=None, delivery_limit=5)`` starts a worker; all stop at teardown."""
+    """``await make(executor=None, delivery_limit=5)`` starts a worker; all stop at teardown.
+
+    ``make(topology=other.topology, worker_id=...)`` starts another worker on the same topology.
+    """
     started: list[Stack] = []
 
-    async def make(executor: Executor | None = None, delivery_limit: int = 5,
+    async def make(executor: Executor | None = None, delivery_limit: int = 5, *,
+                   topology: Topology | None = None, worker_id: str | None = None,
                    **overrides: Any) -> Stack:
-        topology = topology_factory(shards=4, delivery_limit=delivery_limit)
+        if topology is None:
+            topology = topology_factory(shards=4, delivery_limit=delivery_limit)
         settings = Settings(
             amqp_url=SecretStr(amqp_url), database_url=SecretStr(postgres_url),
             blob_url=SecretStr(s3_url),
-            shards=topology.shards, delivery_limit=delivery_limit, http_port=0,
+            shards=topology.shards, delivery_limit=topology.delivery_limit, http_port=0,
             group_commit_window_ms=5, shutdown_grace_seconds=5, **overrides,
         )
-        worker = Worker(settings, topology, executor=executor, serve_http=False)
+        worker = Worker(settings, topology, executor=executor, serve_http=False,
+                        worker_id=worker_id)
         await worker.start()
         connection = await aio_pika.connect_robust(amqp_url)
         channel = await connection.channel(publisher_confirms=True)

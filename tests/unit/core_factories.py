@@ -274,13 +274,14 @@ _ENDING_COMMAND = {"retired": "retire", "stopped": "stop", "destroyed": "destroy
 
 
 def populated_runtime(label: str, ctx: Context) -> Runtime:
-    """A runtime in the phase named by ``label`` holding, where the phase allows it, two queued
-    prompts and one queued steer continuation (staged when running)."""
+    """A runtime in the phase named by ``label`` holding, where the phase allows it, a consumed
+    operation, two queued prompts and one queued steer continuation (staged when running)."""
     if label == "fresh":
         return Runtime(new_runtime_id(label))
     if label == "initializing":
         return Runtime(new_runtime_id(label), version=4)
     work = (
+        make_input(InputKind.OPERATION),
         make_input(InputKind.CONTINUATION, mode=HandlingMode.STEER),
         make_input(InputKind.PROMPT),
         make_input(InputKind.PROMPT),

@@ -34,6 +34,7 @@ from schemas import (
     PeerInput,
     PeerResponseProgress,
     PromptInput,
+    Rejected,
     RejectReason,
     RuntimeDestroyed,
     RuntimePhase,
@@ -68,6 +69,7 @@ from worker.core import (
     accept_input,
     admission_signal,
     lane_for,
+    reject_input,
     take_signal,
 )
 from worker.core.admission import externalize_images
@@ -394,41 +396,32 @@ def test_a_chain_replaces_only_the_queued_one(ctx: Context) -> None:
     assert decision.runtime.inputs[items[0].header.id].aggregate_id == items[1].header.id
 
 
+P, E = K.PEER_RESPONSE_PROGRESS, K.EXTERNAL_EVENT
+
+
 @pytest.mark.parametrize(
     ("first", "second"),
     [
-        (
-            make_input(K.PEER_RESPONSE_PROGRESS, supersession_key="a"),
-            make_input(K.PEER_RESPONSE_PROGRESS, supersession_key="b"),
-        ),
-        (
-            make_input(K.EXTERNAL_EVENT, supersession_key="a"),
-            make_input(K.EXTERNAL_EVENT, supersession_key="b"),
-        ),
-        (
-            make_input(K.EXTERNAL_EVENT, supersession_key="a"),
-            make_input(K.PEER_RESPONSE_PROGRESS, supersession_key="a"),
-        ),
-        (
-            make_input(K.PEER_RESPONSE_PROGRESS, supersession_key="a"),
-            make_input(K.EXTERNAL_EVENT, supersession_key="a"),
-        ),
-        (make_input(K.PROMPT, supersession_key="a"), make_input(K.PROMPT, supersession_key="a")),
-        (
-            make_input(K.CONTINUATION, supersession_key="a"),
-            make_input(K.CONTINUATION, supersession_key="a"),
-        ),
-        (
-            make_input(K.EXTERNAL_EVENT),
-            make_input(K.EXTERNAL_EVENT),
-        ),
+        ((P, "a"), (P, "b")),
+        ((E, "a"), (E, "b")),
+        ((E, "a"), (P, "a")),
+        ((P, "a"), (E, "a")),
+        ((K.PROMPT, "a"), (K.PROMPT, "a")),
+        ((K.CONTINUATION, "a"), (K.CONTINUATION, "a")),
+        ((E, None), (E, None)),
+        ((P, None), (P, None)),
     ],
 )
-def test_no_match_no_replacement(first: AnyInput, second: AnyInput, ctx: Context) -> None:
-    runtime = admit(idle_runtime(ctx), first, ctx)
-    decision = decide(runtime, second, ctx)
-    assert [r.input_id for r in put_inputs(decision)] == [second.header.id]
-    assert decision.runtime.inputs[first.header.id].phase is InputPhase.QUEUED
+def test_no_match_no_replacement(
+    first: tuple[InputKind, str | None], second: tuple[InputKind, str | None], ctx: Context
+) -> None:
+    """Only the same (kind, supersession key) replaces, and only for the two kinds that do."""
+    old = make_input(first[0], supersession_key=first[1])
+    new = make_input(second[0], supersession_key=second[1])
+    runtime = admit(idle_runtime(ctx), old, ctx)
+    decision = decide(runtime, new, ctx)
+    assert [r.input_id for r in put_inputs(decision)] == [new.header.id]
+    assert decision.runtime.inputs[old.header.id].phase is InputPhase.QUEUED
 
 
 def test_a_staged_input_is_not_replaced(ctx: Context) -> None:
@@ -550,3 +543,18 @@ def test_images_are_externalized(build: Any, ctx: Context) -> None:
 def test_text_only_input_needs_no_blobs() -> None:
     item = make_input(K.PROMPT, content="just words")
     assert externalize_images(item) == (item, [])
+
+
+def test_reject_input_leaves_a_trace_and_changes_nothing(ctx: Context) -> None:
+    runtime = command(idle_runtime(ctx), "stop", ctx)
+    item = make_input(K.PROMPT, correlation_id="corr-r")
+    reason = refuse(runtime, item, ctx)
+    decision = reject_input(
+        runtime, ctx, input_id=item.header.id, reason=reason, correlation_id="corr-r"
+    )
+    assert (decision.runtime, decision.mutations, decision.blobs) == (runtime, (), ())
+    assert decision.outcome == Rejected(reason=reason)
+    assert event_codes(decision) == ["input.rejected"]
+    note = decision.events[0]
+    assert note.data == {"input_id": str(item.header.id), "reason": reason.model_dump(mode="json")}
+    assert (note.causation_id, note.correlation_id) == (item.header.id, "corr-r")

@@ -2,7 +2,8 @@
 
 The starting runtimes come from :func:`populated_runtime`: where the phase allows it they hold
 one steer continuation and two prompts (the continuation is staged when running), so every
-report count is something other than zero.
+report count is something other than zero, and one consumed operation that no command may
+touch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from uuid import UUID
 import pytest
 
 from schemas import (
+    AbandonInput,
     AnyCommand,
     CommandCompleted,
     CommandReport,
@@ -21,7 +23,9 @@ from schemas import (
     InputPhase,
     InputRejected,
     NotReady,
+    Rejected,
     RejectReason,
+    Retire,
     RuntimeDestroyed,
     RuntimePhase,
     SimpleAbandonReason,
@@ -57,6 +61,7 @@ from worker.core import (
     apply_command,
     commit_boundary,
     fail_run,
+    reject_command,
     stage_batch,
 )
 
@@ -122,7 +127,7 @@ def expected_effect(
     alive = phase is not _R.DESTROYED
     match cmd.command_type:
         case "retire" if phase in (_R.IDLE, _R.ATTACHED, _R.RUNNING, _R.STOPPED, _R.RETIRED):
-            dropped = queued if getattr(cmd, "abandon_pending", False) else 0
+            dropped = queued if isinstance(cmd, Retire) and cmd.abandon_pending else 0
             report = CommandReport(inputs_abandoned=dropped, inputs_pending_drain=live - dropped)
             return (_R.RUNNING if phase is _R.RUNNING else _R.RETIRED), report
         case "reset" if phase in (_R.INITIALIZING, _R.IDLE, _R.ATTACHED, _R.RETIRED):
@@ -138,7 +143,8 @@ def expected_effect(
         case "abandon_pending" if alive:
             return phase, CommandReport(inputs_abandoned=queued)
         case "abandon_input" if alive:
-            target = runtime.inputs.get(getattr(cmd, "input_id", None))  # type: ignore[arg-type]
+            assert isinstance(cmd, AbandonInput)
+            target = runtime.inputs.get(cmd.input_id)
             hit = target is not None and target.phase is InputPhase.QUEUED
             return phase, CommandReport(inputs_abandoned=int(hit))
         case "cancel_run" if phase is _R.RUNNING:
@@ -388,3 +394,18 @@ def test_refused_command_on_a_fresh_runtime_creates_nothing(ctx: Context) -> Non
     reason = refused(runtime, make_command("resume"), ctx)
     assert isinstance(reason, IllegalCommand)
     assert admit(runtime, make_input(), ctx).version == 1
+
+
+def test_reject_command_leaves_a_trace_and_changes_nothing(ctx: Context) -> None:
+    runtime = idle_runtime(ctx, make_input())
+    cmd = make_command("resume")
+    reason = refused(runtime, cmd, ctx)
+    decision = reject_command(runtime, ctx, command_id=cmd.command_id, reason=reason)
+    assert (decision.runtime, decision.mutations) == (runtime, ())
+    assert decision.outcome == Rejected(reason=reason)
+    assert event_codes(decision) == ["command.rejected"]
+    assert decision.events[0].data == {
+        "command_id": str(cmd.command_id),
+        "reason": reason.model_dump(mode="json"),
+    }
+    assert decision.events[0].causation_id == cmd.command_id

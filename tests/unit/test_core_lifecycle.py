@@ -3,15 +3,17 @@ shape of the tables themselves."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 
 import pytest
 
-from schemas import COMMAND_TYPES, InputPhase, RuntimePhase
+from schemas import COMMAND_TYPES, Durability, InputKind, InputPhase, Lane, RuntimePhase
 from schemas.states import TERMINAL_INPUT_PHASES
-from tests.unit.core_factories import make_command
+from tests.unit.core_factories import make_command, make_context, make_input
+from worker.core import InputRecord
 from worker.core.commands import TRIGGER_OF
 from worker.core.lifecycle import (
     INPUT_INITIAL,
@@ -27,6 +29,7 @@ from worker.core.lifecycle import (
     next_input_phase,
     next_runtime_phase,
 )
+from worker.core.records import move_input
 
 pytestmark = pytest.mark.unit
 
@@ -55,6 +58,30 @@ def test_every_input_pair(phase: InputPhase, trigger: InputTrigger) -> None:
         )
     else:
         assert next_input_phase(phase, trigger) is expected
+
+
+@pytest.mark.parametrize(
+    "phase", [p for p in InputPhase if (p, InputTrigger.STAGE) not in INPUT_TRANSITIONS]
+)
+def test_an_illegal_move_leaves_the_record_as_it_was(phase: InputPhase) -> None:
+    ctx = make_context()
+    item = make_input()
+    before = InputRecord(
+        input_id=item.header.id,
+        kind=InputKind.PROMPT,
+        phase=phase,
+        lane=Lane.QUEUE,
+        admission_seq=1,
+        durability=Durability.DURABLE,
+        payload=item,
+        created_at=ctx.now,
+        updated_at=ctx.now,
+    )
+    image = copy.deepcopy(before)
+    with pytest.raises(IllegalTransition):
+        move_input(before, InputTrigger.STAGE, ctx, "illegal")
+    assert before == image
+    assert before.history == ()
 
 
 def test_input_table_matches_the_domain() -> None:

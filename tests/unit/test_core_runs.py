@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -293,10 +294,11 @@ def test_commit_boundary(ctx: Context) -> None:
 def test_a_stale_run_id_is_not_current(ctx: Context) -> None:
     running, run_id = stage(idle_runtime(ctx, make_input(), make_input()), ctx)
     stranger = new_run_id()
-    for attempt in (
+    attempts: list[Callable[[Runtime, UUID], Decision]] = [
         lambda r, i: commit_boundary(r, ctx, run_id=i, session=SESSION, message_count=1),
         lambda r, i: fail_run(r, ctx, run_id=i, error="x"),
-    ):
+    ]
+    for attempt in attempts:
         with pytest.raises(RunNotCurrent) as exc:
             attempt(running, stranger)
         assert (exc.value.runtime_id, exc.value.run_id) == (running.runtime_id, stranger)
