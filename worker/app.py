@@ -81,20 +81,22 @@ class Worker:
         executor = self.executor or load_executor(settings.executor)
         self.run_loop = RunLoop(self.driver, executor,
                                 max_concurrent=settings.max_concurrent_runs,
-                                executor_timeout=settings.executor_timeout_seconds)
+                                executor_timeout=settings.executor_timeout_seconds,
+                                metrics=self.metrics)
 
         self._connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
         await self.topology.declare(await self._connection.channel())
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         dead_letters = await self._publish_channel.get_exchange(self.topology.dead_letter_exchange)
         events = await self._publish_channel.get_exchange(self.topology.events_exchange)
-        self.outbox = OutboxRelay(self.store, events)
+        self.outbox = OutboxRelay(self.store, events, metrics=self.metrics)
         self.committer = Committer(
             self.driver, dead_letters, ReplyPublisher(self._publish_channel),
             limits=settings.limits.to_limits(), delivery_limit=settings.delivery_limit,
             window_seconds=settings.group_commit_window_ms / 1000,
-            max_batch=settings.prefetch, on_commit=self.outbox.notify,
+            max_batch=settings.prefetch, on_commit=self.outbox.notify, metrics=self.metrics,
         )
+        self.metrics.refreshers.append(self._refresh_gauges)
         self._spawn(self.committer.run(), "committer")
         self._spawn(self.outbox.run(), "outbox")
         await self._resume_pending_runtimes()
@@ -135,6 +137,12 @@ class Worker:
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
+
+    def _refresh_gauges(self) -> None:
+        if self.driver is not None:
+            self.metrics.runtimes_cached.set(len(self.driver.cached_ids()))
+        if self.consumers is not None:
+            self.metrics.consumers_registered.set(self.consumers.registered)
 
     async def _broker_ready(self) -> None:
         if self._connection is None or self._connection.is_closed:

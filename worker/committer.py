@@ -30,6 +30,7 @@ from schemas import Limits, Rejected
 from worker import settle
 from worker.core import Decision
 from worker.driver import CommitBatch, RuntimeDriver
+from worker.metrics import Metrics
 from worker.parsing import ParsedCommand, ParsedInput, ParsedMessage, Unparseable, parse_delivery
 from worker.replies import ReplyPublisher
 
@@ -63,7 +64,9 @@ class Committer:
         window_seconds: float = 0.005,
         max_batch: int = 256,
         on_commit: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._driver = driver
         self._dead_letters = dead_letters
         self._replies = replies
@@ -137,7 +140,10 @@ class Committer:
         return self._idle.is_set() and self._inbox.empty()
 
     def _parse(self, message: AbstractIncomingMessage) -> Delivery:
-        return Delivery(message, parse_delivery(message.body, message.type, self._limits))
+        parsed = parse_delivery(message.body, message.type, self._limits)
+        kind = {ParsedInput: "input", ParsedCommand: "command"}.get(type(parsed), "malformed")
+        self._metrics.messages_received.labels(kind=kind).inc()
+        return Delivery(message, parsed)
 
     async def process(self, batch: list[Delivery]) -> None:
         try:
@@ -155,7 +161,10 @@ class Committer:
         look_up = len(batch) == 1
         async with self._driver.batch() as commit:
             decided = [(d, await self._decide(commit, d, look_up)) for d in batch]
-            await commit.commit()
+            with self._metrics.commit_seconds.time():
+                await commit.commit()
+        self._metrics.commits.inc()
+        self._metrics.commit_batch_size.observe(len(batch))
         self._on_commit()
         return decided
 
@@ -186,12 +195,14 @@ class Committer:
             if isinstance(delivery.parsed, Unparseable):
                 outcome = Rejected(reason=delivery.parsed.reason)
             if isinstance(outcome, Rejected):
+                self._metrics.messages_dead_lettered.labels(reason=outcome.reason.reject_type).inc()
                 await settle.dead_letter(
                     delivery.message, self._dead_letters, outcome.reason.model_dump_json()
                 )
             else:
                 acks.append(delivery.message)
         await settle.ack(acks)
+        self._metrics.messages_acked.inc(len(acks))
         await self._count_settled(len(decided))
         for delivery, decision in decided:
             outcome = decision.outcome if decision is not None else None
@@ -203,6 +214,7 @@ class Committer:
     async def _recover_from(self, batch: list[Delivery], exc: Exception) -> None:
         log.warning("commit_failed", size=len(batch), error=repr(exc))
         self.failures += 1
+        self._metrics.commit_failures.labels(error=type(exc).__name__).inc()
         if is_outage(exc):
             await self._wait_until_healthy()
             await self._give_back(batch, exc)
@@ -222,9 +234,11 @@ class Committer:
             deliveries = settle.delivery_count(delivery.message) + 1
             if deliveries >= self._delivery_limit:
                 reason = f"gave up after {deliveries} deliveries: {type(exc).__name__}: {exc}"
+                self._metrics.messages_dead_lettered.labels(reason="delivery_limit").inc()
                 await settle.dead_letter(delivery.message, self._dead_letters, reason)
                 await self._count_settled(1)
             else:
+                self._metrics.messages_requeued.labels(reason=type(exc).__name__).inc()
                 await settle.requeue(delivery.message)
 
     async def _wait_until_healthy(self) -> None:

@@ -7,6 +7,8 @@ The alert rules in ``ops/prometheus/alerts.yaml`` use these names; change both t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -105,6 +107,11 @@ class Metrics:
             f"{PREFIX}_readiness", "1 while every readiness check passes, else 0.", registry=r
         )
 
+        self.refreshers: list[Callable[[], None]] = []
+        """Called before each render, to set gauges read from live objects."""
+
     def render(self) -> bytes:
         """The current values in the Prometheus text format."""
+        for refresh in self.refreshers:
+            refresh()
         return generate_latest(self.registry)

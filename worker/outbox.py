@@ -16,6 +16,7 @@ import structlog
 from aio_pika.abc import AbstractExchange
 
 from persistence.ports import OutboxEvent, RuntimeStore
+from worker.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +42,9 @@ class OutboxRelay:
         *,
         batch_size: int = 200,
         poll_seconds: float = 1.0,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._store = store
         self._exchange = exchange
         self._batch_size = batch_size
@@ -61,6 +64,7 @@ class OutboxRelay:
         while True:
             pending = await self._store.fetch_unsent_events(self._batch_size)
             self.backlog = len(pending)
+            self._metrics.outbox_backlog.set(len(pending))
             if not pending:
                 return total
             await asyncio.gather(
@@ -72,6 +76,7 @@ class OutboxRelay:
             await self._store.mark_events_sent([item.position for item in pending])
             total += len(pending)
             self.published += len(pending)
+            self._metrics.outbox_published.inc(len(pending))
 
     async def run(self) -> None:
         while not self._stopping:

@@ -19,6 +19,7 @@ import structlog
 from worker.core import Signal
 from worker.driver import RuntimeDriver, StartedRun
 from worker.executors import Executor, RunResult
+from worker.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +32,9 @@ class RunLoop:
         *,
         max_concurrent: int = 8,
         executor_timeout: float = 300.0,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._driver = driver
         self._executor = executor
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -81,6 +84,8 @@ class RunLoop:
         if started is None:
             return False
         self._running[runtime_id] = started
+        self._metrics.runs_started.inc()
+        self._metrics.runs_active.set(len(self._running))
         try:
             result = await asyncio.wait_for(self._executor(started.request), self._timeout)
         except TimeoutError:
@@ -95,16 +100,19 @@ class RunLoop:
             return True
         finally:
             self._running.pop(runtime_id, None)
+            self._metrics.runs_active.set(len(self._running))
         if not isinstance(result, RunResult):
             await self._fail(runtime_id, started.run_id, "executor did not return a RunResult")
             return True
         if await self._driver.finish_run(runtime_id, started.run_id, result):
             self.runs_completed += 1
+            self._metrics.runs_completed.inc()
         return True
 
     async def _fail(self, runtime_id: str, run_id: UUID, error: str) -> None:
         log.warning("run_failed", runtime_id=runtime_id, run_id=str(run_id), error=error)
         self.runs_failed += 1
+        self._metrics.runs_failed.inc()
         await self._driver.fail_run(runtime_id, run_id, error)
 
     @property

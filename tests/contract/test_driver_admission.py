@@ -264,3 +264,13 @@ async def test_a_rejected_input_leaves_an_event_and_no_runtime(harness: Harness)
     assert (await harness.inner_store.load_runtime(runtime_id)).row is None
     assert await harness.event_codes(runtime_id) == [EventCode.INPUT_REJECTED]
     assert isinstance(await harness.driver.accept_input(runtime_id, prompt()), Accepted)
+
+
+async def test_idempotency_keys_are_scoped_to_their_runtime(harness: Harness) -> None:
+    key = f"key-{uuid4()}"
+    here, there = new_runtime_id(), new_runtime_id()
+    first, second = prompt(key=key), prompt(key=key)
+
+    assert isinstance(await harness.driver.accept_input(here, first), Accepted)
+    assert isinstance(await harness.driver.accept_input(there, second), Accepted)
+    assert list(await harness.phases(there)) == [second.header.id]

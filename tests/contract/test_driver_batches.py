@@ -13,6 +13,7 @@ from persistence.errors import (
     DuplicateRow,
     StoreError,
     StoreUnavailable,
+    VersionConflict,
 )
 from schemas import (
     Accepted,
@@ -193,3 +194,33 @@ async def test_a_batch_without_lookups_fails_whole_on_a_stored_duplicate(
     ]
     assert isinstance(outcomes[3], CommandCompleted)
     assert outcomes[3].deduplicated
+
+
+async def test_a_version_conflict_on_one_runtime_refuses_the_whole_batch(
+    harness: Harness,
+) -> None:
+    fenced, bystander = new_runtime_id(), new_runtime_id()
+    await harness.driver.accept_input(fenced, prompt())
+    await harness.driver.accept_input(bystander, prompt())
+    # Another process takes the runtime over: its cold load moves the stored version on.
+    await harness.restart().driver.load(fenced)
+    mine, theirs = prompt(), prompt()
+    before = await harness.phases(bystander)
+
+    with pytest.raises(VersionConflict):
+        await _accept_together(harness, [(bystander, mine), (fenced, theirs)])
+
+    assert await harness.phases(bystander) == before
+    assert theirs.header.id not in await harness.phases(fenced)
+    assert [harness.driver.cached(rid) for rid in (bystander, fenced)] == [None, None]
+    retried = await _accept_together(harness, [(bystander, mine), (fenced, theirs)])
+    assert all(isinstance(d.outcome, Accepted) for d in retried)
+
+
+async def _accept_together(
+    harness: Harness, deliveries: list[tuple[str, PromptInput]]
+) -> list[Decision]:
+    async with harness.driver.batch() as batch:
+        decisions = [await batch.accept_input(rid, item) for rid, item in deliveries]
+        await batch.commit()
+    return decisions

@@ -36,6 +36,7 @@ from tests.contract.driver_fixtures import (
     stop,
 )
 from worker.executors import RunResult
+from worker.executors.echo import execute
 
 
 def _completed(outcome: object) -> CommandCompleted:
@@ -169,13 +170,19 @@ async def test_reset_is_refused_while_running(harness: Harness) -> None:
     assert started is not None
     row_before = (await harness.inner_store.load_runtime(runtime_id)).row
 
-    refused = await harness.driver.apply_command(runtime_id, reset())
+    command = reset()
+
+    refused = await harness.driver.apply_command(runtime_id, command)
 
     assert isinstance(refused, Rejected)
     assert isinstance(refused.reason, IllegalCommand)
     assert refused.reason.state is RuntimePhase.RUNNING
     assert (await harness.inner_store.load_runtime(runtime_id)).row == row_before
     assert await harness.phases(runtime_id) == {item.header.id: InputPhase.STAGED}
+    # A refusal records nothing under the command id: once legal, the same command applies.
+    await harness.driver.finish_run(runtime_id, started.run_id, await execute(started.request))
+    applied = _completed(await harness.driver.apply_command(runtime_id, command))
+    assert (applied.state, applied.deduplicated) == (RuntimePhase.IDLE, False)
 
 
 async def test_reset_after_retire_accepts_again(harness: Harness) -> None:

@@ -15,6 +15,7 @@ from persistence.errors import ReceiptConflict, VersionConflict
 from persistence.ports import RuntimeStore
 from schemas import (
     Accepted,
+    AttemptsExhausted,
     Durability,
     InputPhase,
     NotReady,
@@ -32,6 +33,7 @@ from tests.contract.driver_fixtures import (
     stop,
 )
 from worker.core import (
+    MAX_STAGE_ATTEMPTS,
     BoundaryReceipt,
     Decision,
     Mutation,
@@ -276,3 +278,23 @@ async def test_a_receipt_conflict_writes_nothing(harness: Harness) -> None:
     )
     assert after == before
     assert len(before[2]) == 1
+
+
+async def test_an_input_whose_runs_keep_crashing_the_worker_is_abandoned(
+    harness: Harness,
+) -> None:
+    runtime_id = new_runtime_id()
+    item = prompt()
+    await harness.driver.accept_input(runtime_id, item)
+    process = harness
+
+    for _ in range(MAX_STAGE_ATTEMPTS):
+        assert await process.driver.start_run(runtime_id) is not None
+        process = process.restart()  # the worker dies mid-run
+        await process.driver.load(runtime_id)
+
+    stored = await harness.inner_store.get_input(runtime_id, item.header.id)
+    assert stored is not None
+    assert stored.phase is InputPhase.ABANDONED
+    assert stored.abandon_reason == AttemptsExhausted(attempts=MAX_STAGE_ATTEMPTS)
+    assert await process.driver.start_run(runtime_id) is None

@@ -119,3 +119,18 @@ def _command_completed(runtime_id: str, name: str) -> Callable[[EventEnvelope], 
         )
 
     return matches
+
+
+async def test_metrics_count_what_the_worker_did(stack: Stack) -> None:
+    runtime_id = new_runtime_id()
+    await stack.request(build_prompt(runtime_id, "counted", []))
+    await stack.settled(1)
+    registry = stack.worker.metrics.registry
+    assert registry.get_sample_value("meerkat_messages_received_total", {"kind": "input"}) == 1
+    assert registry.get_sample_value("meerkat_messages_acked_total") == 1
+    assert registry.get_sample_value("meerkat_runs_completed_total") == 1
+    outbox_published = registry.get_sample_value("meerkat_outbox_published_total")
+    assert outbox_published is not None
+    assert outbox_published >= 7  # accepted, queued, started, staged, applied, consumed, ...
+    text = stack.worker.metrics.render().decode()
+    assert "meerkat_runtimes_cached 1.0" in text

@@ -8,7 +8,7 @@ from schemas import InputRejected, RejectReason
 from worker.core.lifecycle import IllegalTransition
 
 
-class CommandRefused(Exception):  # noqa: N818 - the domain word
+class CommandRefused(Exception):
     """A lifecycle command is illegal in the runtime's state; ``reason`` goes on the wire."""
 
     def __init__(self, reason: RejectReason) -> None:
@@ -16,7 +16,7 @@ class CommandRefused(Exception):  # noqa: N818 - the domain word
         self.reason = reason
 
 
-class RunNotCurrent(Exception):  # noqa: N818
+class RunNotCurrent(Exception):
     """A run result or failure names a run that is no longer the runtime's current run
     (it was cancelled, stopped or destroyed meanwhile); the result is discarded."""
 

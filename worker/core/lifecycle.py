@@ -25,7 +25,7 @@ from typing import Final
 from schemas import InputPhase, RuntimePhase
 
 
-class IllegalTransition(Exception):  # noqa: N818 - the domain word
+class IllegalTransition(Exception):
     """A (state, trigger) pair the table does not allow. Nothing was changed."""
 
     def __init__(self, machine: str, state: str, trigger: str) -> None:
