@@ -10,8 +10,8 @@ The channel is reused if the shard comes back and closed with the others at shut
 
 After a reconnect the robust connection restores channels and consumers by itself, but it has
 been seen to leave a queue with no consumer after a broker restart (aio-pika issue 231). So
-after every reconnect, and on every readiness check, each shard is verified and re-consumed if
-its consumer is gone.
+after every reconnect, and on every readiness check, each shard is verified against the broker's
+own consumer count and re-consumed if its consumer is gone.
 """
 
 from __future__ import annotations
@@ -103,14 +103,22 @@ class ShardConsumers:
             if self._stopped:
                 return 0
             for name in self._queue_names:
-                queue = self._queues.get(name)
-                channel = self._channels.get(name)
-                if (queue is None or channel is None or channel.is_closed
-                        or name not in self._tags):
+                if await self._consumer_lost(name):
                     log.warning("consumer_missing", queue=name)
+                    self._tags.pop(name, None)
                     await self._consume(name)
                     restored += 1
         return restored
+
+    async def _consumer_lost(self, name: str) -> bool:
+        """Whether this shard needs a new consumer: nothing registered locally, a closed
+        channel, or a queue the broker reports with no consumer at all (issue 231)."""
+        queue = self._queues.get(name)
+        channel = self._channels.get(name)
+        if queue is None or channel is None or channel.is_closed or name not in self._tags:
+            return True
+        declared = await queue.declare()  # passive: reads the broker's consumer count
+        return declared.consumer_count == 0
 
     async def readiness(self) -> None:
         if self._connection.is_closed:
