@@ -21,7 +21,20 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from uuid import UUID
 
-from persistence.errors import CommitOutcomeUnknown, StoreError, VersionConflict
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from persistence.errors import (
+    CommitOutcomeUnknown,
+    StoreError,
+    StoreUnavailable,
+    VersionConflict,
+)
 from persistence.ports import BlobStore, RuntimeStore
 from schemas import (
     DEFAULT_LIMITS,
@@ -40,6 +53,7 @@ from worker.core import (
     RecoveryReport,
     RunNotCurrent,
     Runtime,
+    SessionSnapshot,
     Signal,
     accept_input,
     apply_command,
@@ -206,14 +220,30 @@ class RuntimeDriver:
             assert staged.current_run is not None
             payloads = [staged.inputs[i].payload for i in staged.current_run.input_ids]
         try:
-            inputs = tuple([await restore_images(self.blobs, p) for p in payloads])
-            snapshot = await self.store.load_snapshot(runtime_id)
+            inputs, snapshot = await self._restore(runtime_id, payloads)
         except StoreError as exc:
             await self.fail_run(runtime_id, run_id, f"{type(exc).__name__}: {exc}")
             return None
         session = dict(snapshot.body) if snapshot is not None else None
         request = RunRequest(runtime_id=runtime_id, run_id=run_id, inputs=inputs, session=session)
         return StartedRun(run_id, request)
+
+    async def _restore(
+        self, runtime_id: str, payloads: list[AnyInput]
+    ) -> tuple[tuple[AnyInput, ...], SessionSnapshot | None]:
+        """The batch with images inline and the last snapshot. A blob store or database that
+        is briefly away is waited for; a missing or corrupt blob fails at once."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, StoreUnavailable)),
+            wait=wait_exponential(multiplier=0.1, max=2.0) + wait_random(0, 0.1),
+            stop=stop_after_attempt(5),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                inputs = tuple([await restore_images(self.blobs, p) for p in payloads])
+                return inputs, await self.store.load_snapshot(runtime_id)
+        raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def finish_run(self, runtime_id: str, run_id: UUID, result: RunResult) -> bool:
         """Commit the run's boundary; False when the run was cancelled meanwhile."""

@@ -12,16 +12,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
 from uuid import UUID
 
 import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
+from persistence.errors import StoreError
 from worker.core import Signal
 from worker.driver import RuntimeDriver, StartedRun
 from worker.executors import Executor, RunResult
 from worker.metrics import Metrics
 
 log = structlog.get_logger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def durably(operation: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a store operation, retrying while the store is only briefly away: a finished run's
+    result is worth a few retries before the run is given up to recovery."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(lambda e: isinstance(e, StoreError) and e.transient),
+        wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.1),
+        stop=stop_after_attempt(6),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await operation(*args, **kwargs)
+    raise AssertionError("unreachable: tenacity reraises the last error")
 
 
 class RunLoop:
@@ -64,16 +92,26 @@ class RunLoop:
         self._tasks[runtime_id] = task
 
     async def _work(self, runtime_id: str) -> None:
+        failures = 0
         try:
             while not self._stopping:
                 self._again.discard(runtime_id)
                 self._driver.take_signal(runtime_id)
-                async with self._slots:
-                    ran = await self._one_turn(runtime_id)
+                try:
+                    async with self._slots:
+                        ran = await self._one_turn(runtime_id)
+                    failures = 0
+                except Exception as exc:
+                    # The store stayed away through every retry. Forget the cached runtime:
+                    # the next turn reloads it, and recovery requeues what the run had staged,
+                    # so a runtime is never left stuck in "running" in this process.
+                    failures += 1
+                    log.error("run_turn_failed", runtime_id=runtime_id, error=repr(exc))
+                    self._driver.drop(runtime_id)
+                    await asyncio.sleep(min(0.5 * 2**failures, 30.0))
+                    continue
                 if not ran and runtime_id not in self._again:
                     break
-        except Exception as exc:
-            log.error("run_loop_failed", runtime_id=runtime_id, error=repr(exc))
         finally:
             self._tasks.pop(runtime_id, None)
             if not self._tasks:
@@ -104,7 +142,7 @@ class RunLoop:
         if not isinstance(result, RunResult):
             await self._fail(runtime_id, started.run_id, "executor did not return a RunResult")
             return True
-        if await self._driver.finish_run(runtime_id, started.run_id, result):
+        if await durably(self._driver.finish_run, runtime_id, started.run_id, result):
             self.runs_completed += 1
             self._metrics.runs_completed.inc()
         return True
@@ -113,7 +151,7 @@ class RunLoop:
         log.warning("run_failed", runtime_id=runtime_id, run_id=str(run_id), error=error)
         self.runs_failed += 1
         self._metrics.runs_failed.inc()
-        await self._driver.fail_run(runtime_id, run_id, error)
+        await durably(self._driver.fail_run, runtime_id, run_id, error)
 
     @property
     def active_runs(self) -> int:

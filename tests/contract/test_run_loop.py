@@ -1,0 +1,82 @@
+"""The run loop against every store: a store that is briefly away neither loses a finished run
+nor leaves the runtime stuck, and a blob store outage is not counted as a failed attempt."""
+
+from __future__ import annotations
+
+import asyncio
+
+from schemas import InputPhase
+from tests.contract.driver_fixtures import Harness, new_runtime_id, prompt
+from tests.unit.images import inline_image
+from worker.executors import RunRequest, RunResult
+from worker.executors.echo import execute
+from worker.runloop import RunLoop
+
+
+async def _run_to_idle(harness: Harness, loop: RunLoop, runtime_id: str) -> None:
+    runtime = await harness.driver.load(runtime_id)
+    loop.wake(runtime_id, runtime.signal)
+    await asyncio.wait_for(loop.wait_idle(), 60)
+
+
+async def test_a_boundary_commit_that_fails_briefly_is_retried(harness: Harness) -> None:
+    runtime_id = new_runtime_id()
+    item = prompt("hello")
+    await harness.driver.accept_input(runtime_id, item)
+    finished = asyncio.Event()
+
+    async def executor(run: RunRequest) -> RunResult:
+        result = await execute(run)
+        harness.store.fail_next("commit", times=2)  # the boundary commit fails twice
+        finished.set()
+        return result
+
+    loop = RunLoop(harness.driver, executor)
+    await _run_to_idle(harness, loop, runtime_id)
+
+    assert finished.is_set()
+    assert (await harness.phases(runtime_id))[item.header.id] is InputPhase.CONSUMED
+    assert loop.runs_completed == 1
+    stored = await harness.store.get_input(runtime_id, item.header.id)
+    assert stored is not None
+    assert stored.attempt_count == 1
+
+
+async def test_a_store_away_through_every_retry_does_not_leave_the_runtime_running(
+    harness: Harness,
+) -> None:
+    runtime_id = new_runtime_id()
+    item = prompt("hello")
+    await harness.driver.accept_input(runtime_id, item)
+    calls = 0
+
+    async def executor(run: RunRequest) -> RunResult:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # every retry of the first boundary commit fails
+            harness.store.fail_next("commit", times=6)
+        return await execute(run)
+
+    loop = RunLoop(harness.driver, executor)
+    await _run_to_idle(harness, loop, runtime_id)
+
+    # The first run was given up to recovery (requeued); the second one committed.
+    assert calls == 2
+    assert (await harness.phases(runtime_id))[item.header.id] is InputPhase.CONSUMED
+    stored = await harness.store.get_input(runtime_id, item.header.id)
+    assert stored is not None
+    assert stored.attempt_count == 2
+
+
+async def test_a_blob_store_outage_while_restoring_images_is_waited_out(
+    harness: Harness,
+) -> None:
+    runtime_id = new_runtime_id()
+    item = prompt("look", images=(inline_image(),))
+    await harness.driver.accept_input(runtime_id, item)
+    harness.blobs.fail_next("get", times=2)
+
+    started = await harness.driver.start_run(runtime_id)
+
+    assert started is not None
+    assert harness.blobs.calls["get"] >= 3
