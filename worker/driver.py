@@ -100,6 +100,8 @@ class RuntimeDriver:
         self._locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[SignalListener] = []
         self.recoveries: dict[str, RecoveryReport] = {}
+        self._live_runs: dict[str, UUID] = {}
+        """Runs this process started and is still executing, by runtime."""
 
     # -- cache -------------------------------------------------------------------------------
 
@@ -129,7 +131,14 @@ class RuntimeDriver:
         if runtime is not None:
             return runtime
         stored = await self.store.load_runtime(runtime_id)
-        decision = recover(runtime_id, stored.row, stored.inputs, stored.receipts, self.context())
+        decision = recover(
+            runtime_id,
+            stored.row,
+            stored.inputs,
+            stored.receipts,
+            self.context(),
+            live_run=self._live_runs.get(runtime_id),
+        )
         if decision.mutations:
             await self.store.commit([decision])
         runtime = archive_terminal(decision.runtime)
@@ -216,6 +225,7 @@ class RuntimeDriver:
             if decision is None:
                 return None
             await self.commit_locked([decision])
+            self._live_runs[runtime_id] = run_id
             staged = decision.runtime
             assert staged.current_run is not None
             payloads = [staged.inputs[i].payload for i in staged.current_run.input_ids]
@@ -259,9 +269,17 @@ class RuntimeDriver:
                     output=result.output,
                 )
             except RunNotCurrent:
+                self.forget_run(runtime_id, run_id)
                 return False
             await self.commit_locked([decision])
+            self.forget_run(runtime_id, run_id)
             return True
+
+    def forget_run(self, runtime_id: str, run_id: UUID) -> None:
+        """The run is over for this process (committed, failed, or given up to recovery):
+        the next reload treats a stored ``running`` row as a dead run."""
+        if self._live_runs.get(runtime_id) == run_id:
+            del self._live_runs[runtime_id]
 
     async def fail_run(self, runtime_id: str, run_id: UUID, error: str) -> bool:
         async with self.lock(runtime_id):
@@ -269,8 +287,10 @@ class RuntimeDriver:
             try:
                 decision = fail_run(runtime, self.context(), run_id=run_id, error=error)
             except RunNotCurrent:
+                self.forget_run(runtime_id, run_id)
                 return False
             await self.commit_locked([decision])
+            self.forget_run(runtime_id, run_id)
             return True
 
 

@@ -142,7 +142,9 @@ class RunLoop:
         if not isinstance(result, RunResult):
             await self._fail(runtime_id, started.run_id, "executor did not return a RunResult")
             return True
-        if await durably(self._driver.finish_run, runtime_id, started.run_id, result):
+        if await self._settle_run(
+            runtime_id, started.run_id, self._driver.finish_run, runtime_id, started.run_id, result
+        ):
             self.runs_completed += 1
             self._metrics.runs_completed.inc()
         return True
@@ -151,7 +153,22 @@ class RunLoop:
         log.warning("run_failed", runtime_id=runtime_id, run_id=str(run_id), error=error)
         self.runs_failed += 1
         self._metrics.runs_failed.inc()
-        await durably(self._driver.fail_run, runtime_id, run_id, error)
+        await self._settle_run(runtime_id, run_id, self._driver.fail_run, runtime_id, run_id, error)
+
+    async def _settle_run(
+        self,
+        runtime_id: str,
+        run_id: UUID,
+        operation: Callable[P, Awaitable[bool]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> bool:
+        """Commit a run's end, retrying; if the store stays away, give the run up to recovery."""
+        try:
+            return await durably(operation, *args, **kwargs)
+        except Exception:
+            self._driver.forget_run(runtime_id, run_id)
+            raise
 
     @property
     def active_runs(self) -> int:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from persistence.errors import CommitOutcomeUnknown
 from schemas import InputPhase
 from tests.contract.driver_fixtures import Harness, new_runtime_id, prompt
 from tests.unit.images import inline_image
@@ -80,3 +83,26 @@ async def test_a_blob_store_outage_while_restoring_images_is_waited_out(
 
     assert started is not None
     assert harness.blobs.calls["get"] >= 3
+
+
+async def test_a_stale_cache_during_a_run_keeps_the_run(harness: Harness) -> None:
+    runtime_id = new_runtime_id()
+    first, second = prompt("first"), prompt("second")
+    await harness.driver.accept_input(runtime_id, first)
+    started = await harness.driver.start_run(runtime_id)
+    assert started is not None
+    # Another message's commit dies during COMMIT (it did write): the cache is dropped.
+    harness.store.fail_next("commit", when="after", error=CommitOutcomeUnknown("cut"))
+    with pytest.raises(CommitOutcomeUnknown):
+        await harness.driver.accept_input(runtime_id, second)
+    assert harness.driver.cached(runtime_id) is None
+
+    result = await execute(started.request)
+    assert await harness.driver.finish_run(runtime_id, started.run_id, result)
+
+    phases = await harness.phases(runtime_id)
+    assert phases[first.header.id] is InputPhase.CONSUMED
+    assert phases[second.header.id] is InputPhase.QUEUED
+    stored = await harness.store.get_input(runtime_id, first.header.id)
+    assert stored is not None
+    assert stored.attempt_count == 1

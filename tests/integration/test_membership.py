@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from uuid import UUID
 
 import pytest
 from aio_pika.abc import AbstractChannel
 
 from persistence.ports import RuntimeStore
-from schemas import InputEnvelope, InputPhase
+from schemas import EventEnvelope, InputEnvelope, InputPhase
 from tests.fixtures.rabbitmq import TopologyFactory
 from tests.integration.conftest import Stack, StackFactory, new_runtime_id
 from worker.dlq import list_dead
@@ -81,7 +82,8 @@ async def test_two_workers_split_the_shards_and_the_survivor_takes_them_all(
     await membership_of(first).tick()
 
     mine, theirs = membership_of(first).owned, membership_of(second).owned
-    assert mine and theirs
+    assert mine
+    assert theirs
     assert not mine & theirs
     assert mine | theirs == everything
     assert consumed_shards(first) == mine
@@ -95,6 +97,13 @@ async def test_two_workers_split_the_shards_and_the_survivor_takes_them_all(
     assert consumed_shards(first) == everything
     assert membership_of(first).live == [membership_of(first).worker_id]
     assert await consumer_counts(first.channel, first.topology) == [1] * len(everything)
+
+
+def consumed(input_id: UUID) -> Callable[[EventEnvelope], bool]:
+    def matches(event: EventEnvelope) -> bool:
+        return event.code.value == "input.consumed" and event.data["input_id"] == str(input_id)
+
+    return matches
 
 
 async def publish_batch(stack: Stack, runtimes: list[str], start: int,
@@ -152,10 +161,7 @@ async def test_messages_published_across_a_join_and_a_leave_are_applied_exactly_
     published += await publish_batch(first, runtimes, 3 * batch, len(runtimes))
 
     for envelope in published:
-        input_id = str(envelope.input.header.id)
-        await first.wait_for_event(
-            lambda e, i=input_id: e.code.value == "input.consumed" and e.data["input_id"] == i
-        )
+        await first.wait_for_event(consumed(envelope.input.header.id))
     await asyncio.wait_for(second.worker.run_until_idle(), 60)
     assert second.worker.store is not None
     await assert_applied_exactly_once(second.worker.store, runtimes, published)

@@ -41,6 +41,7 @@ from worker.core import (
     accept_input,
     apply_command,
     archive_terminal,
+    commit_boundary,
     recover,
     stage_batch,
 )
@@ -311,3 +312,39 @@ def test_recovery_is_idempotent(ctx: Context) -> None:
     assert second.recovery == RecoveryReport(1, 0, 0)
     live = archive_terminal(first.runtime)
     assert second.runtime == dataclasses.replace(live, version=live.version + 1)
+
+
+def test_a_reload_keeps_a_run_this_process_is_still_executing(ctx: Context) -> None:
+    store = StoreModel()
+    runtime = Runtime(new_runtime_id("live"))
+    steps = [make_input(InputKind.EXTERNAL_EVENT), make_input(InputKind.EXTERNAL_EVENT)]
+    for item in steps:
+        runtime = committed(store, accept_input(runtime, item, ctx))
+    run_id = new_run_id()
+    running = committed(store, stage_batch(runtime, ctx, run_id=run_id))
+    assert running.current_run is not None
+    # The cached copy went stale (a conflict elsewhere) while the executor still runs.
+    assert store.row is not None
+    decision = recover(running.runtime_id, store.row, list(store.inputs.values()),
+                       frozenset(store.receipts), ctx, live_run=run_id)
+    reloaded = committed(store, decision)
+    assert reloaded.phase is _R.RUNNING
+    assert reloaded.current_run is not None
+    assert reloaded.current_run.input_ids == running.current_run.input_ids
+    assert {r.phase for r in store.inputs.values()} == {_I.STAGED}
+    assert decision.recovery == RecoveryReport(2, 0, 0)
+    finished = commit_boundary(reloaded, ctx, run_id=run_id, session={}, message_count=0)
+    assert {r.phase for r in finished.runtime.inputs.values()} == {_I.CONSUMED}
+
+
+def test_a_live_run_that_the_store_no_longer_shows_is_not_kept(ctx: Context) -> None:
+    store = StoreModel()
+    runtime = Runtime(new_runtime_id("gone"))
+    runtime = committed(store, accept_input(runtime, make_input(), ctx))
+    running = committed(store, stage_batch(runtime, ctx, run_id=new_run_id()))
+    stopped = committed(store, apply_command(running, make_command("stop"), ctx))
+    assert store.row is not None
+    decision = recover(stopped.runtime_id, store.row, list(store.inputs.values()),
+                       frozenset(store.receipts), ctx, live_run=new_run_id())
+    assert decision.runtime.phase is _R.STOPPED
+    assert decision.runtime.current_run is None

@@ -27,6 +27,7 @@ from worker.core.model import (
     Mutation,
     PutRuntime,
     RecoveryReport,
+    RunState,
     Runtime,
     RuntimeRow,
     Signal,
@@ -51,12 +52,26 @@ def recover(
     inputs: Iterable[InputRecord],
     receipts: frozenset[tuple[UUID, int]],
     ctx: Context,
+    *,
+    live_run: UUID | None = None,
 ) -> Decision:
-    """Normalize the stored state; the decision commits it once (nothing if no row exists)."""
+    """Normalize the stored state; the decision commits it once (nothing if no row exists).
+
+    ``live_run`` names a run this very process is still executing (it reloads the runtime
+    because its cached copy went stale, not because the run died). If the stored row still
+    shows that run, the run and its staged inputs are kept as they are, so its result can be
+    committed and nothing is executed twice.
+    """
     if row is None:
         return Decision(
             runtime=Runtime(runtime_id), mutations=(), events=(), recovery=RecoveryReport(0, 0, 0)
         )
+    if (
+        live_run is not None
+        and row.phase is RuntimePhase.RUNNING
+        and (row.current_run_id == live_run)
+    ):
+        return _keep_live_run(runtime_id, row, inputs, live_run, ctx)
     kept: list[InputRecord] = []
     changed: list[InputRecord] = []
     deleted: list[UUID] = []
@@ -88,6 +103,31 @@ def recover(
         inputs_recovered=len(kept), inputs_requeued=requeued, inputs_discarded=len(deleted)
     )
     return Decision(runtime=runtime, mutations=tuple(mutations), events=(), recovery=report)
+
+
+def _keep_live_run(
+    runtime_id: str, row: RuntimeRow, inputs: Iterable[InputRecord], run_id: UUID, ctx: Context
+) -> Decision:
+    live = [r for r in inputs if not r.is_terminal]
+    staged = sorted(
+        (r for r in live if r.phase is InputPhase.STAGED and r.last_run_id == run_id),
+        key=lambda r: (r.admission_seq, str(r.input_id)),
+    )
+    run = RunState(run_id=run_id, input_ids=tuple(r.input_id for r in staged), started_at=ctx.now)
+    runtime = with_inputs(
+        Runtime(
+            runtime_id,
+            phase=RuntimePhase.RUNNING,
+            version=row.version + 1,
+            pre_run_phase=row.pre_run_phase,
+            current_run=run,
+        ),
+        live,
+        next_admission_seq=row.next_admission_seq,
+    )
+    mutations = (PutRuntime(runtime.row(ctx.now), expected_version=row.version),)
+    report = RecoveryReport(inputs_recovered=len(live), inputs_requeued=0, inputs_discarded=0)
+    return Decision(runtime=runtime, mutations=mutations, events=(), recovery=report)
 
 
 def _normalize(
