@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, model_validator
 
 from schemas._base import Frozen, RuntimeId
 
@@ -60,3 +60,12 @@ class EventEnvelope(Frozen):
     data: dict[str, Any]
     causation_id: UUID | None = None
     correlation_id: str | None = None
+
+    @model_validator(mode="after")
+    def _category_matches_code(self) -> EventEnvelope:
+        if self.category is not self.code.category:
+            raise ValueError(
+                f"event code {self.code.value} belongs to category {self.code.category.value}, "
+                f"not {self.category.value}"
+            )
+        return self

@@ -503,3 +503,17 @@ class TestCommandTypes:
         command = TypeAdapter(Command).validate_python(body)
         assert command.command_type == command_type
         assert command.reason is None
+
+
+def test_an_event_category_must_match_its_code() -> None:
+    from uuid import uuid4
+
+    from pydantic import ValidationError
+
+    from schemas import EventCategory, EventCode, EventEnvelope
+
+    fields = {"event_id": uuid4(), "at": "2026-11-26T12:00:00Z", "runtime_id": "rt:a",
+              "code": EventCode.RUN_STARTED, "data": {}}
+    assert EventEnvelope.model_validate({**fields, "category": EventCategory.RUN})
+    with pytest.raises(ValidationError, match="belongs to category run_lifecycle"):
+        EventEnvelope.model_validate({**fields, "category": EventCategory.INPUT})
