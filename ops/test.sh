@@ -55,7 +55,7 @@ main() {
 
     ensure_venv
     if [ "$unit_only" -eq 1 ]; then
-        pytest_args=(-m unit "${pytest_args[@]}")
+        pytest_args=(-m "unit and not integration" "${pytest_args[@]}")
     else
         bash ops/services.sh
     fi
