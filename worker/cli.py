@@ -1,8 +1,7 @@
 """The ``meerkat-worker`` command line.
 
-Each command is a handler ``cmd_<name>(args, settings) -> int`` listed in ``HANDLERS``; the
-handlers import their implementation lazily so that ``--help`` and ``schemas export`` stay fast
-and work without any service.
+Each command is a handler ``cmd_<name>(args, settings) -> int`` in ``worker.cli_ops`` (store
+and worker commands) or ``worker.cli_broker`` (broker commands), imported when it runs.
 
 Exit codes: 0 ok, 2 usage or configuration error, 3 a dependency (broker, database, blob store)
 cannot be reached, 4 the worker rejected the request.
@@ -11,16 +10,14 @@ cannot be reached, 4 the worker rejected the request.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
-import inspect
 import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 from uuid import UUID
 
 from pydantic import SecretStr, ValidationError
@@ -42,65 +39,29 @@ if TYPE_CHECKING:
     Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
-class NotAvailable(Exception):
-    """The command's implementation is not part of this build."""
-
-
 # --- handlers ---------------------------------------------------------------------------------
+# Each command's implementation is imported only when that command runs, so that ``--help`` and
+# ``schemas export`` stay fast and need none of the service libraries.
+
+_IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
+    "run": ("worker.cli_ops", "cmd_run"),
+    "migrate": ("worker.cli_ops", "cmd_migrate"),
+    "topology declare": ("worker.cli_broker", "cmd_topology_declare"),
+    "topology check": ("worker.cli_broker", "cmd_topology_check"),
+    "send input": ("worker.cli_broker", "cmd_send_input"),
+    "send command": ("worker.cli_broker", "cmd_send_command"),
+    "inspect": ("worker.cli_ops", "cmd_inspect"),
+    "dlq list": ("worker.cli_broker", "cmd_dlq_list"),
+    "dlq replay": ("worker.cli_broker", "cmd_dlq_replay"),
+    "blobs gc": ("worker.cli_ops", "cmd_blobs_gc"),
+    "schemas export": ("worker.cli", "cmd_schemas_export"),
+}
 
 
-def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    handler: Handler = implementation("worker.cli_ops", "cmd_run")
-    return handler(args, settings)
-
-
-def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    upgrade = implementation("persistence.migrate", "upgrade")
-    outcome = upgrade(settings.database_url.get_secret_value())
-    if inspect.isawaitable(outcome):
-        asyncio.run(_completion(outcome))
-    print("database schema is up to date")
-    return EXIT_OK
-
-
-def cmd_topology_declare(args: argparse.Namespace, settings: Settings) -> int:
-    handler: Handler = implementation("worker.cli_broker", "cmd_topology_declare")
-    return handler(args, settings)
-
-
-def cmd_topology_check(args: argparse.Namespace, settings: Settings) -> int:
-    handler: Handler = implementation("worker.cli_broker", "cmd_topology_check")
-    return handler(args, settings)
-
-
-def cmd_send_input(args: argparse.Namespace, settings: Settings) -> int:
-    handler: Handler = implementation("worker.cli_broker", "cmd_send_input")
-    return handler(args, settings)
-
-
-def cmd_send_command(args: argparse.Namespace, settings: Settings) -> int:
-    handler: Handler = implementation("worker.cli_broker", "cmd_send_command")
-    return handler(args, settings)
-
-
-def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
-    handler: Handler = implementation("worker.cli_ops", "cmd_inspect")
-    return handler(args, settings)
-
-
-def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
-    handler: Handler = implementation("worker.cli_broker", "cmd_dlq_list")
-    return handler(args, settings)
-
-
-def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
-    handler: Handler = implementation("worker.cli_broker", "cmd_dlq_replay")
-    return handler(args, settings)
-
-
-def cmd_blobs_gc(args: argparse.Namespace, settings: Settings) -> int:
-    handler: Handler = implementation("worker.cli_ops", "cmd_blobs_gc")
-    return handler(args, settings)
+def handler_for(command: str) -> Handler:
+    module, name = _IMPLEMENTATIONS[command]
+    handler: Handler = getattr(importlib.import_module(module), name)
+    return handler
 
 
 def cmd_schemas_export(args: argparse.Namespace, settings: Settings) -> int:
@@ -109,42 +70,6 @@ def cmd_schemas_export(args: argparse.Namespace, settings: Settings) -> int:
     for path in export(args.directory):
         print(path)
     return EXIT_OK
-
-
-HANDLERS: dict[str, Handler] = {
-    "run": cmd_run,
-    "migrate": cmd_migrate,
-    "topology declare": cmd_topology_declare,
-    "topology check": cmd_topology_check,
-    "send input": cmd_send_input,
-    "send command": cmd_send_command,
-    "inspect": cmd_inspect,
-    "dlq list": cmd_dlq_list,
-    "dlq replay": cmd_dlq_replay,
-    "blobs gc": cmd_blobs_gc,
-    "schemas export": cmd_schemas_export,
-}
-
-
-def not_available(args: argparse.Namespace) -> int:
-    print(f"{PROG} {args.command}: not available in this build", file=sys.stderr)
-    return EXIT_USAGE
-
-
-def implementation(module: str, attribute: str) -> Any:
-    """``module.attribute``, or ``NotAvailable`` when the module is not part of this build."""
-    try:
-        loaded = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        # Only the module itself missing means "not built"; a missing dependency is a bug.
-        if exc.name is not None and module.startswith(exc.name):
-            raise NotAvailable(module) from exc
-        raise
-    return getattr(loaded, attribute)
-
-
-async def _completion(awaitable: Any) -> Any:
-    return await awaitable
 
 
 # --- argument types ---------------------------------------------------------------------------
@@ -316,9 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: invalid configuration: {describe_config_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return HANDLERS[args.command](args, settings)
-    except NotAvailable:
-        return not_available(args)
+        return handler_for(args.command)(args, settings)
     except dependency_errors() as exc:
         print(f"{PROG} {args.command}: cannot reach a dependency: "
               f"{scrub(str(exc) or type(exc).__name__, settings)}", file=sys.stderr)

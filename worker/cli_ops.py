@@ -12,6 +12,7 @@ from typing import Any
 from persistence.blobs import collect_garbage, open_blob_store
 from persistence.codec import encode_input
 from persistence.factory import open_runtime_store
+from persistence.migrate import upgrade
 from persistence.ports import RuntimeStore
 from worker.config import Settings
 from worker.logs import configure_logging
@@ -22,6 +23,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     configure_logging(settings.log_format)
     asyncio.run(serve(settings))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    upgrade(settings.database_url.get_secret_value())
+    print("database schema is up to date")
     return 0
 
 

@@ -143,14 +143,8 @@ async def publish_input(
     topology: Topology = DEFAULT_TOPOLOGY,
 ) -> None:
     """Publish an input with the runtime id as routing key and wait for the broker's confirm."""
-    message = aio_pika.Message(
-        envelope.model_dump_json().encode("utf-8"),
-        content_type=JSON,
-        delivery_mode=DeliveryMode.PERSISTENT,
-        message_id=str(envelope.input.header.id),
-        type=INPUT_MESSAGE_TYPE,
-        reply_to=reply_to,
-        correlation_id=correlation_id,
+    message = _message(
+        envelope, envelope.input.header.id, INPUT_MESSAGE_TYPE, reply_to, correlation_id
     )
     await publish_confirmed(target, message, envelope.runtime_id, topology=topology)
 
@@ -164,16 +158,29 @@ async def publish_command(
     topology: Topology = DEFAULT_TOPOLOGY,
 ) -> None:
     """Publish a command with the runtime id as routing key and wait for the broker's confirm."""
-    message = aio_pika.Message(
+    message = _message(
+        envelope, envelope.command.command_id, COMMAND_MESSAGE_TYPE, reply_to, correlation_id
+    )
+    await publish_confirmed(target, message, envelope.runtime_id, topology=topology)
+
+
+def _message(
+    envelope: InputEnvelope | CommandEnvelope,
+    message_id: UUID,
+    message_type: str,
+    reply_to: str | None,
+    correlation_id: str | None,
+) -> aio_pika.Message:
+    """The AMQP message of CONTRACT.md: JSON body, persistent, id and type as properties."""
+    return aio_pika.Message(
         envelope.model_dump_json().encode("utf-8"),
         content_type=JSON,
         delivery_mode=DeliveryMode.PERSISTENT,
-        message_id=str(envelope.command.command_id),
-        type=COMMAND_MESSAGE_TYPE,
+        message_id=str(message_id),
+        type=message_type,
         reply_to=reply_to,
         correlation_id=correlation_id,
     )
-    await publish_confirmed(target, message, envelope.runtime_id, topology=topology)
 
 
 async def publish_confirmed(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from schemas.export import JSON_DIR
-from worker.cli import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, HANDLERS, main
+from worker.cli import _IMPLEMENTATIONS, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, handler_for, main
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +37,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_every_contract_command_has_a_handler() -> None:
-    assert sorted(HANDLERS) == sorted(COMMANDS)
+    assert sorted(_IMPLEMENTATIONS) == sorted(COMMANDS)
+    for command in COMMANDS:
+        assert callable(handler_for(command))
 
 
 @pytest.mark.parametrize("command", ["", *GROUPS, *COMMANDS])
