@@ -77,7 +77,8 @@ class Worker:
         self.blobs = open_blob_store(settings.blob_url.get_secret_value(),
                                      max_blob_bytes=settings.limits.max_image_bytes)
         await self.blobs.ping()
-        self.driver = RuntimeDriver(self.store, self.blobs, limits=settings.limits.to_limits())
+        self.driver = RuntimeDriver(self.store, self.blobs, limits=settings.limits.to_limits(),
+                                    max_cached_runtimes=settings.max_cached_runtimes)
         executor = self.executor or load_executor(settings.executor)
         self.run_loop = RunLoop(self.driver, executor,
                                 max_concurrent=settings.max_concurrent_runs,

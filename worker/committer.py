@@ -28,8 +28,9 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential, wait_r
 from persistence.errors import StoreError, StoreUnavailable, VersionConflict
 from schemas import Limits, Rejected
 from worker import settle
+from worker.commit_batch import CommitBatch
 from worker.core import Decision
-from worker.driver import CommitBatch, RuntimeDriver
+from worker.driver import RuntimeDriver
 from worker.metrics import Metrics
 from worker.parsing import ParsedCommand, ParsedInput, ParsedMessage, Unparseable, parse_delivery
 from worker.replies import ReplyPublisher

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(30.0, gt=0, description="drain time after SIGTERM")
     group_commit_window_ms: float = Field(5.0, ge=0, description="how long a commit batch fills")
     max_concurrent_runs: int = Field(8, ge=1, description="runs of different runtimes at once")
+    max_cached_runtimes: int = Field(
+        10_000, ge=1, description="runtimes kept in memory; idle ones past this are reloaded"
+    )
     limits: LimitSettings = Field(default_factory=LimitSettings)
     topology_prefix: str = Field(
         "meerkat",

@@ -7,15 +7,20 @@ broker and be decided again. When the outcome of a commit is unknown (the connec
 COMMIT) or another writer moved the version, the cached copy is dropped and the next use reloads
 it from the store, running recovery normalization.
 
-Decisions are gathered in a :class:`CommitBatch` so the consumer can commit the deliveries of a
-few milliseconds in one transaction (group commit). A batch holds the lock of every runtime it
-touches from its first decision until its commit has been swapped in; the run loop takes the same
-per-runtime lock, so the two never decide on the same runtime at once.
+Decisions are gathered in a :class:`~worker.commit_batch.CommitBatch` so the consumer can
+commit the deliveries of a few milliseconds in one transaction (group commit). A batch holds
+the lock of every runtime it touches from its first decision until its commit has been swapped
+in; the run loop takes the same per-runtime lock, so the two never decide on the same runtime
+at once.
+
+The cache keeps the most recently used runtimes; past ``max_cached_runtimes`` those at rest
+(no live input, no run) are forgotten and reloaded from the store when next needed.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -40,29 +45,22 @@ from schemas import (
     DEFAULT_LIMITS,
     AnyCommand,
     AnyInput,
-    CommandCompleted,
     Limits,
     Outcome,
-    RejectReason,
 )
+from worker.commit_batch import CommitBatch
 from worker.core import (
-    CommandRefused,
     Context,
     Decision,
-    InputRejected,
     RecoveryReport,
     RunNotCurrent,
     Runtime,
     SessionSnapshot,
     Signal,
-    accept_input,
-    apply_command,
     archive_terminal,
     commit_boundary,
     fail_run,
     recover,
-    reject_command,
-    reject_input,
     stage_batch,
     take_signal,
 )
@@ -90,13 +88,16 @@ class RuntimeDriver:
         limits: Limits = DEFAULT_LIMITS,
         context: Callable[[], Context] = live_context,
         max_batch: int = 64,
+        max_cached_runtimes: int = 10_000,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.limits = limits
         self._context = context
         self.max_batch = max_batch
-        self._cache: dict[str, Runtime] = {}
+        self.max_cached_runtimes = max_cached_runtimes
+        self._cache: OrderedDict[str, Runtime] = OrderedDict()
+        """Least recently used first; runtimes with nothing in flight are evicted past the cap."""
         self._locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[SignalListener] = []
         self.recoveries: dict[str, RecoveryReport] = {}
@@ -144,7 +145,7 @@ class RuntimeDriver:
         runtime = archive_terminal(decision.runtime)
         if decision.recovery is not None and stored.row is not None:
             self.recoveries[runtime_id] = decision.recovery
-        self._cache[runtime_id] = runtime
+        self._remember(runtime)
         self._announce(runtime)
         return runtime
 
@@ -193,8 +194,33 @@ class RuntimeDriver:
                 self.drop(runtime_id)
                 continue
             runtime = archive_terminal(decision.runtime)
-            self._cache[runtime_id] = runtime
+            self._remember(runtime)
             self._announce(runtime)
+
+    def _remember(self, runtime: Runtime) -> None:
+        self._cache[runtime.runtime_id] = runtime
+        self._cache.move_to_end(runtime.runtime_id)
+        excess = len(self._cache) - self.max_cached_runtimes
+        if excess > 0:
+            self._evict(excess)
+
+    def _evict(self, count: int) -> None:
+        """Forget up to ``count`` least recently used runtimes that are at rest (no live input,
+        no run, nobody holding their lock); the store has all of them."""
+        for runtime_id in list(self._cache):
+            if count <= 0:
+                return
+            runtime = self._cache[runtime_id]
+            lock = self._locks.get(runtime_id)
+            busy = lock is not None and lock.locked()
+            if busy or runtime.current_run or runtime_id in self._live_runs:
+                continue
+            if runtime.live_inputs():
+                continue
+            del self._cache[runtime_id]
+            self._locks.pop(runtime_id, None)
+            self.recoveries.pop(runtime_id, None)
+            count -= 1
 
     def _announce(self, runtime: Runtime) -> None:
         if runtime.signal is Signal.NONE:
@@ -292,107 +318,3 @@ class RuntimeDriver:
             await self.commit_locked([decision])
             self.forget_run(runtime_id, run_id)
             return True
-
-
-class CommitBatch:
-    """Decisions for one transaction, each made on the state the previous ones produced."""
-
-    def __init__(self, driver: RuntimeDriver, locks: AsyncExitStack) -> None:
-        self._driver = driver
-        self._locks = locks
-        self._held: set[str] = set()
-        self._working: dict[str, Runtime] = {}
-        self.decisions: list[Decision] = []
-
-    async def _runtime(self, runtime_id: str) -> Runtime:
-        if runtime_id not in self._held:
-            await self._locks.enter_async_context(self._driver.lock(runtime_id))
-            self._held.add(runtime_id)
-        if runtime_id not in self._working:
-            self._working[runtime_id] = await self._driver.load_locked(runtime_id)
-        return self._working[runtime_id]
-
-    def _add(self, decision: Decision) -> Decision:
-        self._working[decision.runtime_id] = decision.runtime
-        self.decisions.append(decision)
-        return decision
-
-    async def accept_input(
-        self,
-        runtime_id: str,
-        item: AnyInput,
-        *,
-        message_bytes: int | None = None,
-        look_up_stored: bool = True,
-    ) -> Decision:
-        """Admit, deduplicate, or reject ``item`` (a rejection is a decision too: its event).
-
-        ``look_up_stored=False`` skips the store lookup of an archived input with the same id
-        or idempotency key, leaving a duplicate to the store's unique constraints: the whole
-        commit then fails with DuplicateRow and the caller retries it with lookups. The group
-        committer does so for first deliveries, which are almost never duplicates.
-        """
-        runtime = await self._runtime(runtime_id)
-        ctx = self._driver.context()
-        stored = None
-        if look_up_stored and item.header.id not in runtime.inputs and runtime.version > 0:
-            stored = await self._driver.store.find_input(
-                runtime_id, item.header.id, item.header.idempotency_key
-            )
-        try:
-            decision = accept_input(
-                runtime,
-                item,
-                ctx,
-                limits=self._driver.limits,
-                message_bytes=message_bytes,
-                stored_match=stored,
-            )
-        except InputRejected as exc:
-            decision = reject_input(
-                runtime,
-                ctx,
-                input_id=item.header.id,
-                reason=exc.reason,
-                correlation_id=item.header.correlation_id,
-            )
-        return self._add(decision)
-
-    async def apply_command(
-        self, runtime_id: str, command: AnyCommand, *, look_up_stored: bool = True
-    ) -> Decision:
-        """Apply, repeat the stored answer of, or refuse ``command`` (see ``accept_input``
-        for ``look_up_stored``; a repeated command id trips the processed-commands key)."""
-        runtime = await self._runtime(runtime_id)
-        ctx = self._driver.context()
-        stored = self._decided_here(command.command_id)
-        if stored is None and look_up_stored and runtime.version > 0:
-            stored = await self._driver.store.find_command(runtime_id, command.command_id)
-        try:
-            decision = apply_command(runtime, command, ctx, stored_outcome=stored)
-        except CommandRefused as exc:
-            decision = reject_command(
-                runtime, ctx, command_id=command.command_id, reason=exc.reason
-            )
-        return self._add(decision)
-
-    def _decided_here(self, command_id: UUID) -> CommandCompleted | None:
-        for decision in self.decisions:
-            outcome = decision.outcome
-            if isinstance(outcome, CommandCompleted) and outcome.command_id == command_id:
-                return outcome
-        return None
-
-    async def reject(
-        self, runtime_id: str, reason: RejectReason, *, subject: UUID | None, command: bool
-    ) -> Decision:
-        """A rejection decided by the shell (e.g. a message whose body does not parse)."""
-        runtime = await self._runtime(runtime_id)
-        ctx = self._driver.context()
-        if command:
-            return self._add(reject_command(runtime, ctx, command_id=subject, reason=reason))
-        return self._add(reject_input(runtime, ctx, input_id=subject, reason=reason))
-
-    async def commit(self) -> None:
-        if self.decisions:
-            await self._driver.commit_locked(self.decisions)

@@ -36,8 +36,8 @@ from tests.contract.driver_fixtures import (
     run_next,
 )
 from tests.contract.faults import When
+from worker.commit_batch import CommitBatch
 from worker.core import Decision
-from worker.driver import CommitBatch
 
 
 async def _decide(

@@ -9,7 +9,7 @@ import pytest
 
 from persistence.errors import CommitOutcomeUnknown
 from schemas import InputPhase
-from tests.contract.driver_fixtures import Harness, new_runtime_id, prompt
+from tests.contract.driver_fixtures import Harness, new_runtime_id, prompt, retire
 from tests.unit.images import inline_image
 from worker.executors import RunRequest, RunResult
 from worker.executors.echo import execute
@@ -106,3 +106,16 @@ async def test_a_stale_cache_during_a_run_keeps_the_run(harness: Harness) -> Non
     stored = await harness.store.get_input(runtime_id, first.header.id)
     assert stored is not None
     assert stored.attempt_count == 1
+
+
+async def test_the_cache_forgets_runtimes_at_rest_past_its_cap(harness: Harness) -> None:
+    driver = harness.driver
+    driver.max_cached_runtimes = 2
+    busy, idle_ids = new_runtime_id(), [new_runtime_id() for _ in range(3)]
+    await driver.accept_input(busy, prompt("waiting"))  # a queued input: never evicted
+    for runtime_id in idle_ids:
+        await driver.apply_command(runtime_id, retire())  # at rest: no live input
+    assert driver.cached(busy) is not None
+    assert [r for r in idle_ids if driver.cached(r) is not None] == idle_ids[-1:]
+    reloaded = await driver.load(idle_ids[0])
+    assert reloaded.phase.value == "retired"
