@@ -6,14 +6,16 @@ owner from the same list of live workers, without coordination. When a worker jo
 shards it now ranks first for move to it; when one leaves, only its shards move, each to the
 worker ranked next.
 
-A handover is: the old owner cancels its consumer (the deliveries it already received are still
-decided, committed and acked on their own channel), the new owner's consumer, subscribed at its
-next heartbeat, becomes the active one. Single-active-consumer on the shard queues is the safety
-net while two workers disagree about an owner (their views of the live set differ for up to one
-heartbeat): both may subscribe, the broker lets only one receive. The runtime row's version
-compare-and-set is the last line. During a handover a delivery still in the old owner's batch
-may be committed after a later one of the same runtime taken by the new owner; the
-compare-and-set makes one of them retry, so nothing is applied twice or lost.
+A handover: the new owner subscribes as soon as its heartbeat gives it the shard (a standby
+while the old owner is still active); the old owner cancels its consumer at its own next
+heartbeat, the deliveries it already received are still decided, committed and acked on their
+own channel, and the broker makes the new owner's consumer the active one. Single-active-consumer
+on the shard queues is the safety net while two workers disagree about an owner (their views of
+the live set differ for up to one heartbeat): both may subscribe, the broker lets only one
+receive. The runtime row's version compare-and-set is the last line: a delivery still in the old
+owner's batch may meet a later one of the same runtime taken by the new owner; one of them fails
+its compare-and-set and is retried, so nothing is applied twice or lost, but for those two
+messages the per-runtime order is not guaranteed.
 
 The spread is as even as chance makes it: each shard picks its owner independently, so with few
 shards per worker some get more than others (16 shards over 4 workers: 4 each on average, and
