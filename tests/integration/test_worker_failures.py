@@ -11,8 +11,8 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy.engine import make_url
 
-from schemas import INPUT_MESSAGE_TYPE, Accepted, InputPhase, Rejected
-from tests.integration.conftest import Stack, new_runtime_id
+from schemas import INPUT_MESSAGE_TYPE, Accepted, InputEnvelope, InputPhase, Rejected
+from tests.integration.conftest import Stack, StackFactory, new_runtime_id
 from worker.dlq import list_dead
 from worker.publish import build_command, build_prompt
 
@@ -84,23 +84,42 @@ async def test_input_to_a_retired_runtime_is_refused_as_not_ready(stack: Stack) 
 
 
 async def test_connections_cut_mid_stream_lose_nothing_and_apply_nothing_twice(
-    stack: Stack, postgres_url: str
+    stack_factory: StackFactory, postgres_url: str
 ) -> None:
+    # Enough deliveries that a message caught by several cuts is still not dead-lettered.
+    stack: Stack = await stack_factory(delivery_limit=50)
+    committer = stack.worker.committer
+    assert committer is not None
     runtimes = [new_runtime_id() for _ in range(10)]
-    envelopes = [build_prompt(runtimes[i % 10], f"m{i}", []) for i in range(200)]
     url = make_url(postgres_url)
     admin = await asyncpg.connect(host=url.host, port=url.port, user=url.username,
                                   password=url.password, database="postgres")
+    stream_done = asyncio.Event()
+
+    async def cut_until_a_commit_fails() -> None:
+        """Cut every connection of the worker's database again and again while the stream
+        flows, until the worker has seen commits fail (or the stream has ended)."""
+        while committer.failures < 3 and not stream_done.is_set():
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()", url.database)
+            await asyncio.sleep(0.01)
+
+    envelopes: list[InputEnvelope] = []
+    cutter = asyncio.create_task(cut_until_a_commit_fails())
     try:
-        for i, envelope in enumerate(envelopes):
+        # Keep publishing until the cuts have hit commits, so they land mid-stream.
+        while len(envelopes) < 200 or (committer.failures < 3 and len(envelopes) < 3000):
+            envelope = build_prompt(runtimes[len(envelopes) % 10], f"m{len(envelopes)}", [])
+            envelopes.append(envelope)
             await stack.publish(envelope)
-            if i % 50 == 25:  # cut every connection of the worker's database, mid-stream
-                await admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = $1 AND pid <> pg_backend_pid()", url.database)
+        stream_done.set()
+        await cutter
         await stack.settled(len(envelopes))
     finally:
+        stream_done.set()
         await admin.close()
+    assert committer.failures > 0, "no commit failed: the cuts missed the stream"
     store = stack.worker.store
     assert store is not None
     stored = {}
@@ -111,8 +130,6 @@ async def test_connections_cut_mid_stream_lose_nothing_and_apply_nothing_twice(
     assert set(stored) == {e.input.header.id for e in envelopes}
     assert all(r.phase is InputPhase.CONSUMED for r in stored.values())
     assert await list_dead(stack.channel, limit=10, topology=stack.topology) == []
-    assert stack.worker.committer is not None
-    assert stack.worker.committer.failures > 0, "no commit failed: the cut missed the stream"
 
 
 async def test_a_reply_reports_the_admission(stack: Stack) -> None:
