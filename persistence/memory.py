@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -46,6 +46,7 @@ class _Stored:
     receipts: dict[tuple[UUID, int], BoundaryReceipt] = field(default_factory=dict)
     snapshot: SessionSnapshot | None = None
     commands: dict[UUID, CommandCompleted] = field(default_factory=dict)
+    writer: str | None = None
 
 
 @dataclass
@@ -70,6 +71,7 @@ class MemoryRuntimeStore:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._workers: dict[str, tuple[str, datetime]] = {}
+        self.writer_id: str | None = None
         """Heartbeat rows: worker id → (group, last seen)."""
 
     def _stored(self, runtime_id: str) -> _Stored:
@@ -130,7 +132,9 @@ class MemoryRuntimeStore:
 
     def _apply(self, staged: dict[str, _Stored], runtime_id: str, mutation: Mutation) -> None:
         if isinstance(mutation, PutRuntime):
-            _put_runtime(self._staged(staged, mutation.row.runtime_id), mutation)
+            target = self._staged(staged, mutation.row.runtime_id)
+            _put_runtime(target, mutation)
+            target.writer = self.writer_id
             return
         owner = (
             mutation.receipt.runtime_id
@@ -164,12 +168,18 @@ class MemoryRuntimeStore:
                 _check_times(at)
                 target.commands[command_id] = outcome
 
-    async def runtimes_with_pending_work(self, limit: int = 10_000) -> list[str]:
+    async def runtimes_with_pending_work(
+        self, limit: int = 10_000, *, exclude_writers: Collection[str] = ()
+    ) -> list[str]:
         pending = [
             runtime_id
             for runtime_id, stored in self._runtimes.items()
-            if (stored.row is not None and stored.row.phase is RuntimePhase.RUNNING)
-            or any(not r.is_terminal for r in stored.inputs.values())
+            if stored.row is not None
+            and stored.writer not in exclude_writers
+            and (
+                stored.row.phase is RuntimePhase.RUNNING
+                or any(not r.is_terminal for r in stored.inputs.values())
+            )
         ]
         return sorted(pending)[:limit]
 

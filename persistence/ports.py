@@ -6,7 +6,7 @@ contract suite under ``tests/contract``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -56,9 +56,15 @@ class RuntimeStore(Protocol):
         """
         ...
 
-    async def runtimes_with_pending_work(self, limit: int = 10_000) -> list[str]:
+    writer_id: str | None
+    """Recorded on every runtime row this store writes (the worker's id), so that work a
+    worker left behind can be told from work a live worker is doing."""
+
+    async def runtimes_with_pending_work(
+        self, limit: int = 10_000, *, exclude_writers: Collection[str] = ()
+    ) -> list[str]:
         """Runtimes with a queued, staged or applied input, or a run in progress (stored as
-        ``running``): after a restart their run loop must pick them up again."""
+        ``running``), whose row was last written by none of ``exclude_writers``."""
         ...
 
     async def load_snapshot(self, runtime_id: str) -> SessionSnapshot | None: ...

@@ -34,7 +34,7 @@ from worker.consumer import ShardConsumers
 from worker.driver import RuntimeDriver
 from worker.executors import Executor, load_executor
 from worker.health import HealthServer, ReadinessError
-from worker.membership import Membership
+from worker.membership import Membership, new_worker_id
 from worker.metrics import Metrics
 from worker.outbox import OutboxRelay
 from worker.replies import ReplyPublisher
@@ -74,6 +74,8 @@ class Worker:
         if database_url.startswith("sqlite"):
             await upgrade_async(database_url)  # the embedded default needs no separate step
         self.store = await open_runtime_store(database_url)
+        self.worker_id = self.worker_id or new_worker_id()
+        self.store.writer_id = self.worker_id
         self.blobs = open_blob_store(settings.blob_url.get_secret_value(),
                                      max_blob_bytes=settings.limits.max_image_bytes)
         await self.blobs.ping()
@@ -100,8 +102,10 @@ class Worker:
         self.metrics.refreshers.append(self._refresh_gauges)
         self._spawn(self.committer.run(), "committer")
         self._spawn(self.outbox.run(), "outbox")
-        await self._resume_pending_runtimes()
         self.consumers = await self._start_consuming()
+        await self.resume_left_work()
+        if self.membership is not None:
+            self._spawn(self._sweep(), "sweep")
         if self.serve_http:
             self.health = HealthServer(self.metrics)
             self.health.add_check("database", self.store.ping)
@@ -151,15 +155,36 @@ class Worker:
         if self.committer is not None and not self.committer.healthy:
             raise ReadinessError("waiting for the database or blob store to come back")
 
-    async def _resume_pending_runtimes(self) -> None:
-        """Runtimes with queued or interrupted work get their run loop back after a restart."""
+    async def resume_left_work(self) -> int:
+        """Load runtimes with queued or interrupted work that no live worker wrote last (left
+        by a worker that crashed or stopped); loading wakes their run loop here. Returns how
+        many were taken on. Work last written by a live peer is that peer's: taking it would
+        re-run a batch its executor is still working on."""
         assert self.store is not None
         assert self.driver is not None
-        for runtime_id in await self.store.runtimes_with_pending_work():
+        peers = set(self.membership.live) - {self.worker_id} if self.membership else set()
+        taken = 0
+        for runtime_id in await self.store.runtimes_with_pending_work(exclude_writers=peers):
+            if self.driver.cached(runtime_id) is not None:
+                continue
             try:
                 await self.driver.load(runtime_id)
+                taken += 1
             except Exception as exc:
                 log.warning("resume_failed", runtime_id=runtime_id, error=repr(exc))
+        return taken
+
+    async def _sweep(self) -> None:
+        """Every heartbeat, take on work left behind by workers that are no longer live."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            try:
+                taken = await self.resume_left_work()
+            except Exception as exc:  # the store is away; the next sweep tries again
+                log.warning("sweep_failed", error=repr(exc))
+                continue
+            if taken:
+                log.info("left_work_resumed", runtimes=taken)
 
     async def run_until_idle(self) -> None:
         """Until every received delivery is settled, no run is pending and the outbox is empty."""

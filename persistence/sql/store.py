@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -60,6 +60,7 @@ class SqlRuntimeStore:
         self._sqlite = is_sqlite(url)
         self._write_lock = asyncio.Lock() if self._sqlite else None
         self._clock = clock
+        self.writer_id: str | None = None
 
     @property
     def url(self) -> str:
@@ -185,14 +186,26 @@ class SqlRuntimeStore:
         now = self._clock()
         plan = plan_writes(decisions)
         async with self._writing() as conn:
-            await apply_plan(conn, plan, now)
+            await apply_plan(conn, plan, now, self.writer_id)
             await self._commit(conn)
 
-    async def runtimes_with_pending_work(self, limit: int = 10_000) -> list[str]:
+    async def runtimes_with_pending_work(
+        self, limit: int = 10_000, *, exclude_writers: Collection[str] = ()
+    ) -> list[str]:
         running = select(runtimes.c.runtime_id).where(
             runtimes.c.phase == RuntimePhase.RUNNING.value
         )
-        pending = select(inputs.c.runtime_id).where(inputs.c.phase.in_(_LIVE_PHASES))
+        pending = (
+            select(inputs.c.runtime_id)
+            .join(runtimes, runtimes.c.runtime_id == inputs.c.runtime_id)
+            .where(inputs.c.phase.in_(_LIVE_PHASES))
+        )
+        if exclude_writers:
+            others = or_(
+                runtimes.c.last_writer.is_(None),
+                runtimes.c.last_writer.not_in(list(exclude_writers)),
+            )
+            running, pending = running.where(others), pending.where(others)
         ids = union(running, pending).subquery()
         async with self._reading() as conn:
             result = await conn.execute(

@@ -112,11 +112,13 @@ def event_values(event: EventEnvelope, now: datetime) -> dict[str, Any]:
     }
 
 
-async def apply_plan(conn: AsyncConnection, plan: WritePlan, now: datetime) -> None:
+async def apply_plan(
+    conn: AsyncConnection, plan: WritePlan, now: datetime, writer: str | None = None
+) -> None:
     """Write a folded commit: a statement per runtime row, multi-row inserts for the rest."""
     try:
         for row, expected in plan.runtimes.values():
-            await _put_runtime(conn, row, expected)
+            await _put_runtime(conn, row, expected, writer)
         for runtime_id, input_id in plan.deletes:
             await conn.execute(
                 delete(inputs).where(
@@ -168,15 +170,19 @@ async def _insert_inputs(conn: AsyncConnection, writes: list[InputWrite]) -> Non
             raise DuplicateRow("input id", _detail(PutInput(write.record, insert=True)))
 
 
-async def _put_runtime(conn: AsyncConnection, row: RuntimeRow, expected: int) -> None:
+async def _put_runtime(
+    conn: AsyncConnection, row: RuntimeRow, expected: int, writer: str | None
+) -> None:
     if expected == 0:
         try:
-            await conn.execute(insert(runtimes).values(runtime_values(row)))
+            values = {**runtime_values(row), "last_writer": writer}
+            await conn.execute(insert(runtimes).values(values))
         except IntegrityError as exc:  # another writer created it first
             raise VersionConflict(row.runtime_id, expected) from exc
         return
     values = runtime_values(row)
     del values["runtime_id"]
+    values["last_writer"] = writer
     result = await conn.execute(
         update(runtimes)
         .where(and_(runtimes.c.runtime_id == row.runtime_id, runtimes.c.version == expected))

@@ -13,7 +13,7 @@ entries in call order), so a test can tell that the images went out before the c
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, TypeVar
@@ -142,9 +142,20 @@ class FaultyStore:
     async def commit(self, decisions: Sequence[Decision]) -> None:
         await self.plan.through("commit", lambda: self.inner.commit(decisions))
 
-    async def runtimes_with_pending_work(self, limit: int = 10_000) -> list[str]:
+    @property
+    def writer_id(self) -> str | None:
+        return self.inner.writer_id
+
+    @writer_id.setter
+    def writer_id(self, value: str | None) -> None:
+        self.inner.writer_id = value
+
+    async def runtimes_with_pending_work(
+        self, limit: int = 10_000, *, exclude_writers: Collection[str] = ()
+    ) -> list[str]:
         return await self.plan.through(
-            "runtimes_with_pending_work", lambda: self.inner.runtimes_with_pending_work(limit)
+            "runtimes_with_pending_work",
+            lambda: self.inner.runtimes_with_pending_work(limit, exclude_writers=exclude_writers),
         )
 
     async def load_snapshot(self, runtime_id: str) -> SessionSnapshot | None:

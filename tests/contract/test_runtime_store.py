@@ -313,6 +313,22 @@ async def test_runtimes_with_pending_work_are_found(runtime_store: RuntimeStore)
     assert len(await runtime_store.runtimes_with_pending_work(limit=1)) == 1
 
 
+
+async def test_pending_work_of_live_writers_is_left_to_them(runtime_store: RuntimeStore) -> None:
+    runtime_store.writer_id = "worker-a"
+    mine = await created(runtime_store, record(1))
+    runtime_store.writer_id = "worker-b"
+    theirs = await created(runtime_store, record(1))
+    runtime_store.writer_id = None
+    nobodys = await created(runtime_store, record(1))
+
+    left = set(await runtime_store.runtimes_with_pending_work(exclude_writers=["worker-b"]))
+    assert {mine, nobodys} <= left
+    assert theirs not in left
+    everything = set(await runtime_store.runtimes_with_pending_work())
+    assert {mine, theirs, nobodys} <= everything
+
+
 async def test_an_empty_commit_and_ping_do_nothing(runtime_store: RuntimeStore) -> None:
     await runtime_store.commit([])
     await runtime_store.mark_events_sent([])
