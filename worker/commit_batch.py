@@ -111,7 +111,7 @@ class CommitBatch:
                 return outcome
         return None
 
-    async def reject(
+    async def refuse(
         self, runtime_id: str, reason: RejectReason, *, subject: UUID | None, command: bool
     ) -> Decision:
         """A rejection decided by the shell (e.g. a message whose body does not parse)."""

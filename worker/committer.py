@@ -185,7 +185,7 @@ class Committer:
         if parsed.runtime_id is None:
             return None  # nothing names a runtime: dead-letter only
         subject = delivery.message.message_id
-        return await commit.reject(
+        return await commit.refuse(
             parsed.runtime_id, parsed.reason, subject=_uuid(subject), command=parsed.is_command
         )
 
