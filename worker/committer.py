@@ -202,7 +202,7 @@ class Committer:
                 )
             else:
                 acks.append(delivery.message)
-        await settle.ack(acks)
+        await settle.ack_committed(acks)
         self._metrics.messages_acked.inc(len(acks))
         await self._count_settled(len(decided))
         for delivery, decision in decided:

@@ -42,7 +42,7 @@ def delivery_count(message: AbstractIncomingMessage) -> int:
     return 0
 
 
-async def ack(messages: Sequence[AbstractIncomingMessage]) -> None:
+async def ack_committed(messages: Sequence[AbstractIncomingMessage]) -> None:
     """Ack committed deliveries; per channel, one ``multiple=True`` ack when they are contiguous.
 
     Deliveries of one channel arrive with increasing tags and earlier ones are settled before
