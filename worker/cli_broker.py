@@ -22,7 +22,7 @@ import aio_pika
 from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import AMQPConnectionError, ChannelNotFoundEntity
 
-from schemas import Rejected, Reply
+from schemas import CommandEnvelope, InputEnvelope, Rejected, Reply
 from worker.cli import EXIT_OK, EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE, PROG, scrub
 from worker.config import Settings
 from worker.dlq import list_dead, replay_dead
@@ -31,8 +31,8 @@ from worker.publish import (
     PublishRequest,
     build_command,
     build_prompt,
-    publish_command,
-    publish_input,
+    message_id_of,
+    publish_envelope,
     request_reply,
 )
 from worker.topology import Topology, TopologyError
@@ -128,20 +128,7 @@ async def send_input(args: argparse.Namespace, settings: Settings, topology: Top
                                 args.idempotency_key)
     except (ValueError, OSError) as exc:
         return _fail(str(exc), EXIT_USAGE)
-    message_id = str(envelope.input.header.id)
-    async with broker(settings) as connection:
-        channel = await connection.channel()
-        if not args.wait:
-            await publish_input(channel, envelope, topology=topology)
-            print(message_id)
-            return EXIT_OK
-
-        async def publish(reply_to: str, correlation_id: str) -> None:
-            await publish_input(channel, envelope, reply_to=reply_to,
-                                correlation_id=correlation_id, topology=topology)
-            print(message_id, flush=True)
-
-        return await _await_reply(connection, publish, message_id, _wait_seconds(args))
+    return await _send(envelope, args, settings, topology)
 
 
 async def send_command(args: argparse.Namespace, settings: Settings, topology: Topology) -> int:
@@ -150,17 +137,27 @@ async def send_command(args: argparse.Namespace, settings: Settings, topology: T
         envelope = build_command(args.runtime, args.name, args.reason, args.input_id)
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    message_id = str(envelope.command.command_id)
+    return await _send(envelope, args, settings, topology)
+
+
+async def _send(
+    envelope: InputEnvelope | CommandEnvelope,
+    args: argparse.Namespace,
+    settings: Settings,
+    topology: Topology,
+) -> int:
+    """Publish; print the message id, and with ``--wait`` the reply."""
+    message_id = message_id_of(envelope)
     async with broker(settings) as connection:
         channel = await connection.channel()
         if not args.wait:
-            await publish_command(channel, envelope, topology=topology)
+            await publish_envelope(channel, envelope, topology=topology)
             print(message_id)
             return EXIT_OK
 
         async def publish(reply_to: str, correlation_id: str) -> None:
-            await publish_command(channel, envelope, reply_to=reply_to,
-                                  correlation_id=correlation_id, topology=topology)
+            await publish_envelope(channel, envelope, reply_to=reply_to,
+                                   correlation_id=correlation_id, topology=topology)
             print(message_id, flush=True)
 
         return await _await_reply(connection, publish, message_id, _wait_seconds(args))

@@ -164,6 +164,30 @@ async def publish_command(
     await publish_confirmed(target, message, envelope.runtime_id, topology=topology)
 
 
+async def publish_envelope(
+    target: PublishTarget,
+    envelope: InputEnvelope | CommandEnvelope,
+    *,
+    reply_to: str | None = None,
+    correlation_id: str | None = None,
+    topology: Topology = DEFAULT_TOPOLOGY,
+) -> None:
+    """Publish an input or a command, whichever ``envelope`` holds."""
+    if isinstance(envelope, InputEnvelope):
+        await publish_input(target, envelope, reply_to=reply_to, correlation_id=correlation_id,
+                            topology=topology)
+    else:
+        await publish_command(target, envelope, reply_to=reply_to,
+                              correlation_id=correlation_id, topology=topology)
+
+
+def message_id_of(envelope: InputEnvelope | CommandEnvelope) -> str:
+    """The AMQP ``message_id``: the input id or the command id."""
+    if isinstance(envelope, InputEnvelope):
+        return str(envelope.input.header.id)
+    return str(envelope.command.command_id)
+
+
 def _message(
     envelope: InputEnvelope | CommandEnvelope,
     message_id: UUID,

@@ -24,7 +24,7 @@ from tests.fixtures.rabbitmq import TopologyFactory
 from worker.app import Worker
 from worker.config import Settings
 from worker.executors import Executor
-from worker.publish import publish_command, publish_input, request_reply
+from worker.publish import publish_envelope, request_reply
 from worker.topology import Topology
 
 PNG_1X1 = base64.b64decode(
@@ -48,19 +48,12 @@ class Stack:
     _event_arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def publish(self, envelope: InputEnvelope | CommandEnvelope) -> None:
-        if isinstance(envelope, InputEnvelope):
-            await publish_input(self.channel, envelope, topology=self.topology)
-        else:
-            await publish_command(self.channel, envelope, topology=self.topology)
+        await publish_envelope(self.channel, envelope, topology=self.topology)
 
     async def request(self, envelope: InputEnvelope | CommandEnvelope) -> Reply:
         async def send(reply_to: str, correlation_id: str) -> None:
-            if isinstance(envelope, InputEnvelope):
-                await publish_input(self.channel, envelope, reply_to=reply_to,
-                                    correlation_id=correlation_id, topology=self.topology)
-            else:
-                await publish_command(self.channel, envelope, reply_to=reply_to,
-                                      correlation_id=correlation_id, topology=self.topology)
+            await publish_envelope(self.channel, envelope, reply_to=reply_to,
+                                   correlation_id=correlation_id, topology=self.topology)
 
         return await request_reply(self.connection, send, wait_seconds=30)
 
