@@ -5,7 +5,7 @@ recognises what was committed but not acked."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from uuid import UUID
 
 import aio_pika
@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from persistence.factory import open_runtime_store
 from persistence.ports import RuntimeStore
 from schemas import EventEnvelope, InputEnvelope, InputPhase
-from tests.faults.conftest import WorkerFactory
+from tests.faults.conftest import WorkerFactory, WorkerProcess
 from tests.integration.conftest import new_runtime_id
 from worker.dlq import list_dead
 from worker.publish import build_prompt, publish_input
@@ -91,45 +91,55 @@ async def _assert_exactly_once(store: RuntimeStore, runtimes: list[str],
     assert set(seen.values()) == {2}, "each input: one row and exactly one receipt"
 
 
-async def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
-    worker_factory: WorkerFactory, worker_env: tuple[dict[str, str], Topology],
-    producer: AbstractChannel, store: RuntimeStore,
+async def _stop_mid_stream_and_restart(
+    worker_factory: WorkerFactory,
+    topology: Topology,
+    producer: AbstractChannel,
+    store: RuntimeStore,
+    stop: Callable[[WorkerProcess], None],
+    *,
+    runtimes: int,
+    inputs: int,
+    stop_after: int,
 ) -> None:
-    topology = worker_env[1]
+    """Publish ``inputs`` prompts, ``stop`` the worker once ``stop_after`` are consumed, start
+    a new one, and check that every input was applied exactly once."""
     first = worker_factory()
     await asyncio.to_thread(first.wait_ready)
     watch = await _watch(producer, topology)
-    runtimes = [new_runtime_id() for _ in range(20)]
+    runtime_ids = [new_runtime_id() for _ in range(runtimes)]
 
-    envelopes = await _publish_all(producer, topology, runtimes, 300)
-    await watch.at_least(60)
-    first.kill()
+    envelopes = await _publish_all(producer, topology, runtime_ids, inputs)
+    await watch.at_least(stop_after)
+    await asyncio.to_thread(stop, first)
 
     second = worker_factory()
     await asyncio.to_thread(second.wait_ready)
     await watch.at_least(len(envelopes))
 
-    await _assert_exactly_once(store, runtimes, envelopes)
+    await _assert_exactly_once(store, runtime_ids, envelopes)
     assert await list_dead(producer, limit=10, topology=topology) == []
+
+
+async def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
+    worker_factory: WorkerFactory, worker_env: tuple[dict[str, str], Topology],
+    producer: AbstractChannel, store: RuntimeStore,
+) -> None:
+    await _stop_mid_stream_and_restart(
+        worker_factory, worker_env[1], producer, store, WorkerProcess.kill,
+        runtimes=20, inputs=300, stop_after=60,
+    )
 
 
 async def test_sigterm_drains_and_exits_cleanly(
     worker_factory: WorkerFactory, worker_env: tuple[dict[str, str], Topology],
     producer: AbstractChannel, store: RuntimeStore,
 ) -> None:
-    topology = worker_env[1]
-    first = worker_factory()
-    await asyncio.to_thread(first.wait_ready)
-    watch = await _watch(producer, topology)
-    runtimes = [new_runtime_id() for _ in range(10)]
+    def terminate(worker: WorkerProcess) -> None:
+        code = worker.terminate()
+        assert code == 0, worker.log_path.read_text()
 
-    envelopes = await _publish_all(producer, topology, runtimes, 200)
-    await watch.at_least(30)
-    code = await asyncio.to_thread(first.terminate)
-    assert code == 0, first.log_path.read_text()
-
-    second = worker_factory()
-    await asyncio.to_thread(second.wait_ready)
-    await watch.at_least(len(envelopes))
-
-    await _assert_exactly_once(store, runtimes, envelopes)
+    await _stop_mid_stream_and_restart(
+        worker_factory, worker_env[1], producer, store, terminate,
+        runtimes=10, inputs=200, stop_after=30,
+    )
