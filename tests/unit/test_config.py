@@ -42,6 +42,10 @@ def test_defaults_match_the_contract() -> None:
     assert settings.group_commit_window_ms == 5
     assert settings.max_concurrent_runs == 8
     assert settings.limits.to_limits() == DEFAULT_LIMITS
+    assert settings.topology_prefix == "meerkat"
+    assert settings.membership is True
+    assert settings.heartbeat_seconds == 5
+    assert settings.max_cached_runtimes == 10_000
 
 
 def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,8 +53,15 @@ def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("MEERKAT_LOG_FORMAT", "console")
     monkeypatch.setenv("MEERKAT_DATABASE_URL", "postgresql+asyncpg://meerkat:pw@db:5432/meerkat")
     monkeypatch.setenv("MEERKAT_LIMITS__MAX_IMAGES", "2")
+    monkeypatch.setenv("MEERKAT_TOPOLOGY_PREFIX", "staging")
+    monkeypatch.setenv("MEERKAT_MEMBERSHIP", "false")
+    monkeypatch.setenv("MEERKAT_MAX_CACHED_RUNTIMES", "50")
 
     settings = load_settings()
+
+    assert settings.topology_prefix == "staging"
+    assert settings.membership is False
+    assert settings.max_cached_runtimes == 50
 
     assert settings.shards == 4
     assert settings.log_format == "console"
