@@ -14,9 +14,9 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from persistence.factory import open_runtime_store
 from persistence.ports import RuntimeStore
-from schemas import EventEnvelope, InputEnvelope, InputPhase
+from schemas import EventEnvelope, InputEnvelope
 from tests.faults.conftest import WorkerFactory, WorkerProcess
-from tests.integration.conftest import new_runtime_id
+from tests.integration.conftest import assert_applied_exactly_once, new_runtime_id
 from worker.dlq import list_dead
 from worker.publish import build_prompt, publish_input
 from worker.topology import Topology
@@ -76,21 +76,6 @@ async def _publish_all(channel: AbstractChannel, topology: Topology,
     return envelopes
 
 
-async def _assert_exactly_once(store: RuntimeStore, runtimes: list[str],
-                               envelopes: list[InputEnvelope]) -> None:
-    seen: dict[UUID, int] = {}
-    for runtime_id in runtimes:
-        for record in await store.list_inputs(runtime_id):
-            assert record.phase is InputPhase.CONSUMED, record
-            seen[record.input_id] = seen.get(record.input_id, 0) + 1
-        for receipt in await store.list_receipts(runtime_id, limit=1000):
-            for input_id in receipt.contributing_input_ids:
-                seen[input_id] = seen.get(input_id, 0) + 1
-    expected = {e.input.header.id for e in envelopes}
-    assert set(seen) == expected
-    assert set(seen.values()) == {2}, "each input: one row and exactly one receipt"
-
-
 async def _stop_mid_stream_and_restart(
     worker_factory: WorkerFactory,
     topology: Topology,
@@ -117,7 +102,7 @@ async def _stop_mid_stream_and_restart(
     await asyncio.to_thread(second.wait_ready)
     await watch.at_least(len(envelopes))
 
-    await _assert_exactly_once(store, runtime_ids, envelopes)
+    await assert_applied_exactly_once(store, runtime_ids, envelopes)
     assert await list_dead(producer, limit=10, topology=topology) == []
 
 

@@ -12,14 +12,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from pydantic import SecretStr
 
-from schemas import CommandEnvelope, EventEnvelope, InputEnvelope, Reply
+from persistence.ports import RuntimeStore
+from schemas import CommandEnvelope, EventEnvelope, InputEnvelope, InputPhase, Reply
 from tests.fixtures.rabbitmq import TopologyFactory
 from worker.app import Worker
 from worker.config import Settings
@@ -133,3 +134,23 @@ def png_file(tmp_path: Path) -> Path:
     path = tmp_path / "pixel.png"
     path.write_bytes(PNG_1X1)
     return path
+
+
+async def assert_applied_exactly_once(
+    store: RuntimeStore, runtimes: list[str], envelopes: list[InputEnvelope]
+) -> None:
+    """Every published input is stored once, consumed, and in exactly one receipt."""
+    rows: dict[UUID, int] = {}
+    receipts: dict[UUID, int] = {}
+    for runtime_id in runtimes:
+        for record in await store.list_inputs(runtime_id):
+            assert record.phase is InputPhase.CONSUMED, record
+            rows[record.input_id] = rows.get(record.input_id, 0) + 1
+        for receipt in await store.list_receipts(runtime_id, limit=1000):
+            for input_id in receipt.contributing_input_ids:
+                receipts[input_id] = receipts.get(input_id, 0) + 1
+    expected = {e.input.header.id for e in envelopes}
+    assert set(rows) == expected
+    assert set(rows.values()) == {1}
+    assert set(receipts) == expected
+    assert set(receipts.values()) == {1}, "each input in exactly one receipt"

@@ -15,10 +15,14 @@ from uuid import UUID
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from persistence.ports import RuntimeStore
-from schemas import EventEnvelope, InputEnvelope, InputPhase
+from schemas import EventEnvelope, InputEnvelope
 from tests.fixtures.rabbitmq import TopologyFactory
-from tests.integration.conftest import Stack, StackFactory, new_runtime_id
+from tests.integration.conftest import (
+    Stack,
+    StackFactory,
+    assert_applied_exactly_once,
+    new_runtime_id,
+)
 from worker.dlq import list_dead
 from worker.membership import Membership, assignment
 from worker.publish import build_prompt
@@ -113,24 +117,6 @@ async def publish_batch(stack: Stack, runtimes: list[str], start: int,
     for envelope in envelopes:
         await stack.publish(envelope)
     return envelopes
-
-
-async def assert_applied_exactly_once(store: RuntimeStore, runtimes: list[str],
-                                      envelopes: list[InputEnvelope]) -> None:
-    rows: dict[UUID, int] = {}
-    receipts: dict[UUID, int] = {}
-    for runtime_id in runtimes:
-        for record in await store.list_inputs(runtime_id):
-            assert record.phase is InputPhase.CONSUMED, record
-            rows[record.input_id] = rows.get(record.input_id, 0) + 1
-        for receipt in await store.list_receipts(runtime_id, limit=1000):
-            for input_id in receipt.contributing_input_ids:
-                receipts[input_id] = receipts.get(input_id, 0) + 1
-    expected = {e.input.header.id for e in envelopes}
-    assert set(rows) == expected
-    assert set(rows.values()) == {1}
-    assert set(receipts) == expected
-    assert set(receipts.values()) == {1}, "each input in exactly one receipt"
 
 
 async def test_messages_published_across_a_join_and_a_leave_are_applied_exactly_once(

@@ -11,8 +11,13 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy.engine import make_url
 
-from schemas import INPUT_MESSAGE_TYPE, Accepted, InputEnvelope, InputPhase, Rejected
-from tests.integration.conftest import Stack, StackFactory, new_runtime_id
+from schemas import INPUT_MESSAGE_TYPE, Accepted, InputEnvelope, Rejected
+from tests.integration.conftest import (
+    Stack,
+    StackFactory,
+    assert_applied_exactly_once,
+    new_runtime_id,
+)
 from worker.dlq import list_dead
 from worker.publish import build_command, build_prompt
 
@@ -122,13 +127,7 @@ async def test_connections_cut_mid_stream_lose_nothing_and_apply_nothing_twice(
     assert committer.failures > 0, "no commit failed: the cuts missed the stream"
     store = stack.worker.store
     assert store is not None
-    stored = {}
-    for runtime_id in runtimes:
-        for record in await store.list_inputs(runtime_id):
-            assert record.input_id not in stored
-            stored[record.input_id] = record
-    assert set(stored) == {e.input.header.id for e in envelopes}
-    assert all(r.phase is InputPhase.CONSUMED for r in stored.values())
+    await assert_applied_exactly_once(store, runtimes, envelopes)
     assert await list_dead(stack.channel, limit=10, topology=stack.topology) == []
 
 
