@@ -26,7 +26,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential, wait_random
 
 from persistence.errors import StoreError, StoreUnavailable, VersionConflict
-from schemas import Limits, Rejected
+from schemas import Limits, Outcome, Rejected
 from worker import settle
 from worker.commit_batch import CommitBatch
 from worker.core import Decision
@@ -92,11 +92,11 @@ class Committer:
         self._inbox.put_nowait(message)
 
     async def run(self) -> None:
-        """Take batches until :meth:`stop`; then give back what was never started."""
+        """Take batches until :meth:`stop` (deliveries still waiting are given back by
+        :meth:`release_pending`)."""
         while not self._stopping:
             batch = await self._next_batch()
-            if batch:
-                await self.process([self._parse(m) for m in batch])
+            await self.process([self._parse(m) for m in batch])
             if self._inbox.empty():
                 self._idle.set()
 
@@ -113,7 +113,8 @@ class Committer:
         self._stopping = True
 
     async def release_pending(self) -> int:
-        """Requeue (without counting a failure) every delivery taken but not started."""
+        """Requeue every delivery taken but not started (RabbitMQ 3.10 still counts it as a
+        delivery toward the limit)."""
         released = 0
         while not self._inbox.empty():
             message = self._inbox.get_nowait()
@@ -190,11 +191,9 @@ class Committer:
         )
 
     async def _settle(self, decided: list[tuple[Delivery, Decision | None]]) -> None:
+        outcomes = [(delivery, _outcome(delivery, decision)) for delivery, decision in decided]
         acks = []
-        for delivery, decision in decided:
-            outcome = decision.outcome if decision is not None else None
-            if isinstance(delivery.parsed, Unparseable):
-                outcome = Rejected(reason=delivery.parsed.reason)
+        for delivery, outcome in outcomes:
             if isinstance(outcome, Rejected):
                 self._metrics.messages_dead_lettered.labels(reason=outcome.reason.reject_type).inc()
                 await settle.dead_letter(
@@ -205,10 +204,7 @@ class Committer:
         await settle.ack_committed(acks)
         self._metrics.messages_acked.inc(len(acks))
         await self._count_settled(len(decided))
-        for delivery, decision in decided:
-            outcome = decision.outcome if decision is not None else None
-            if isinstance(delivery.parsed, Unparseable):
-                outcome = Rejected(reason=delivery.parsed.reason)
+        for delivery, outcome in outcomes:
             if outcome is not None:
                 await self._replies.reply(delivery.message, delivery.runtime_id, outcome)
 
@@ -260,6 +256,14 @@ class Committer:
                 raise
         finally:
             self.healthy = True
+
+
+def _outcome(delivery: Delivery, decision: Decision | None) -> Outcome | None:
+    """What the delivery comes to: a message that does not parse is rejected, whether or not
+    it named a runtime to record the rejection on."""
+    if isinstance(delivery.parsed, Unparseable):
+        return Rejected(reason=delivery.parsed.reason)
+    return decision.outcome if decision is not None else None
 
 
 def _backoff(previous_deliveries: int) -> float:

@@ -9,9 +9,9 @@ is called only after the store's COMMIT returned (or, for a failure, after it wa
 | permanent failure (malformed, rejected, illegal) | copy to the dead-letter exchange with the   |
 |                                                  | reason in ``x-meerkat-error``, then ack     |
 | transient failure, deliveries left               | ``reject(requeue=True)``: counts toward the |
-|                                                  | queue's delivery limit (``nack`` would not) |
+|                                                  | queue's delivery limit                    |
 | transient failure, last delivery                 | dead-letter with the reason, then ack       |
-| cancelled / shutting down, not started           | ``reject(requeue=True)``; never an ack      |
+| cancelled / shutting down, not started           | ``nack(requeue=True)``; never an ack        |
 
 The dead-letter copy is published with publisher confirms *before* the ack, so a crash in
 between leaves the original to be redelivered: a message may be dead-lettered twice, never lost.
