@@ -9,7 +9,7 @@ is called only after the store's COMMIT returned (or, for a failure, after it wa
 | permanent failure (malformed, rejected, illegal) | copy to the dead-letter exchange with the   |
 |                                                  | reason in ``x-meerkat-error``, then ack     |
 | transient failure, deliveries left               | ``reject(requeue=True)``: counts toward the |
-|                                                  | queue's delivery limit                    |
+|                                                  | queue's delivery limit                      |
 | transient failure, last delivery                 | dead-letter with the reason, then ack       |
 | cancelled / shutting down, not started           | ``nack(requeue=True)``; never an ack        |
 
