@@ -62,6 +62,8 @@ class Limits:
     max_message_bytes: int = 8 * MiB
     max_image_bytes: int = 5 * MiB
     max_images: int = 16
+    max_json_depth: int = 64
+    """Deepest nesting of arrays and objects a message may have (checked before parsing)."""
 
 
 DEFAULT_LIMITS = Limits()

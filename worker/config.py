@@ -47,12 +47,14 @@ class LimitSettings(BaseModel):
     max_message_bytes: int = Field(8 * MiB, ge=1)
     max_image_bytes: int = Field(5 * MiB, ge=1)
     max_images: int = Field(16, ge=0)
+    max_json_depth: int = Field(64, ge=2, le=512)
 
     def to_limits(self) -> Limits:
         return Limits(
             max_message_bytes=self.max_message_bytes,
             max_image_bytes=self.max_image_bytes,
             max_images=self.max_images,
+            max_json_depth=self.max_json_depth,
         )
 
 
@@ -84,7 +86,23 @@ class Settings(BaseSettings):
     executor_url: SecretStr | None = Field(None, description="endpoint of the HTTP executor")
     executor_timeout_seconds: float = Field(300.0, gt=0, description="limit on one executor call")
     http_port: int = Field(8080, ge=0, le=65535, description="/healthz, /readyz, /metrics")
-    delivery_limit: int = Field(5, ge=1, description="deliveries before dead-lettering")
+    delivery_limit: int = Field(
+        5, ge=1, description="failed processing attempts of one message before dead-lettering"
+    )
+    broker_delivery_limit: int = Field(
+        100, ge=1,
+        description="x-delivery-limit of the shard queues: a backstop against crash loops",
+    )
+    stall_seconds: float = Field(
+        60.0, gt=0,
+        description="liveness fails when deliveries wait and none is settled for this long",
+    )
+    destroy_unknown_runtimes: bool = Field(
+        False, description="let destroy tombstone a runtime id that was never used"
+    )
+    fault: str | None = Field(
+        None, description="crash-consistency fault points, e.g. after_commit_before_ack:37"
+    )
     log_format: Literal["json", "console"] = "json"
     shutdown_grace_seconds: float = Field(30.0, gt=0, description="drain time after SIGTERM")
     group_commit_window_ms: float = Field(5.0, ge=0, description="how long a commit batch fills")

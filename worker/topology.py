@@ -82,7 +82,7 @@ class Topology:
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
         """The deployment's topology from ``worker.config.Settings``."""
-        return cls(shards=settings.shards, delivery_limit=settings.delivery_limit,
+        return cls(shards=settings.shards, delivery_limit=settings.broker_delivery_limit,
                    prefix=settings.topology_prefix)
 
     @property
