@@ -1,14 +1,20 @@
-"""The worker process: wires the store, blob store, driver, broker, run loop and HTTP endpoint,
-and shuts them down gracefully.
+"""The worker process: wires the store, blob store, driver, broker link, consumers, committer,
+run loop, outbox relay, membership and HTTP endpoint, supervises them, and stops gracefully.
 
-Shutdown order matters: stop receiving first, let the committer finish the batch it holds (its
-acks follow its commit), give back deliveries never started, let running executors reach a
-checkpoint within the grace period (or abandon them to recovery), publish what the outbox holds,
-then close connections. Closing the channels returns every unacked delivery to its queue.
+Every long-lived task runs under the :class:`~worker.supervisor.Supervisor`: a task that dies
+is logged with its exception and restarted with backoff, and one that keeps dying brings the
+worker down with a non-zero exit (``serve`` returns :data:`EXIT_FATAL`). Nothing dies silently:
+``/readyz`` names any part that is down (a task restarting, the broker link away, a dependency
+unreachable, a stale membership heartbeat), and ``/healthz`` fails when deliveries wait and the
+pipeline settles none of them for ``MEERKAT_STALL_SECONDS`` (the watchdog), so an orchestrator
+restarts a wedged worker but never one that is only waiting out a dependency outage.
 
-With membership the heartbeat loop ends first, so no shard is taken on while stopping, and the
-worker leaves the membership as soon as its batch in flight is settled: the others take its
-shards at their next heartbeat instead of after the heartbeat ttl.
+Shutdown order matters: the heartbeat loop ends first, so no shard is taken on while stopping;
+then every shard is released (the committer finishes the commits it has under way and acks
+them, then the shard's channel is closed, which returns everything else to the queue, in
+order); the worker leaves the membership so the others take its shards at once; running
+executors get the grace period to reach a checkpoint (or are abandoned to recovery); the outbox
+is flushed; then the tasks are cancelled and the connections closed.
 """
 
 from __future__ import annotations
@@ -16,32 +22,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
 
-import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from persistence.blobs import open_blob_store
 from persistence.factory import open_runtime_store
 from persistence.migrate import upgrade_async
 from persistence.ports import BlobStore, RuntimeStore
+from worker.broker import BrokerLink, Link
 from worker.committer import Committer
 from worker.config import Settings
 from worker.consumer import ShardConsumers
 from worker.driver import RuntimeDriver
 from worker.executors import Executor, load_executor
+from worker.faults import FaultPlan
 from worker.health import HealthServer, ReadinessError
 from worker.membership import Membership, new_worker_id
 from worker.metrics import Metrics
 from worker.outbox import OutboxRelay
-from worker.replies import ReplyPublisher
 from worker.runloop import RunLoop
+from worker.supervisor import RestartPolicy, Supervisor
 from worker.topology import Topology
+from worker.watchdog import Watchdog
 
 log = structlog.get_logger(__name__)
+
+EXIT_FATAL = 5
+"""``meerkat-worker run`` exit code when a part of the worker failed for good."""
+
+COMMITTER_POLICY = RestartPolicy(max_restarts=20, window_seconds=60.0)
+"""Each restart after a crash retries the crashed batch one message at a time, counting each
+attempt, so a message that kills the loop is dead-lettered long before this gives up."""
 
 
 @dataclass
@@ -57,18 +69,70 @@ class Worker:
     store: RuntimeStore | None = None
     blobs: BlobStore | None = None
     driver: RuntimeDriver | None = None
+    broker: BrokerLink | None = None
     committer: Committer | None = None
     run_loop: RunLoop | None = None
     outbox: OutboxRelay | None = None
     consumers: ShardConsumers | None = None
     health: HealthServer | None = None
     membership: Membership | None = None
+    watchdog: Watchdog | None = None
+    supervisor: Supervisor | None = None
+    fatal: tuple[str, BaseException] | None = None
+    """The task that failed for good, and why; the worker is then stopping."""
+    _failed: asyncio.Event = field(default_factory=asyncio.Event)
     _stopped: bool = False
-    _connection: AbstractRobustConnection | None = None
-    _publish_channel: AbstractChannel | None = None
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
+        settings = self.settings
+        faults = FaultPlan.parse(settings.fault)
+        await self._open_stores()
+        assert self.store is not None
+        assert self.blobs is not None
+        self.driver = RuntimeDriver(self.store, self.blobs, limits=settings.limits.to_limits(),
+                                    max_cached_runtimes=settings.max_cached_runtimes,
+                                    faults=faults)
+        executor = self.executor or load_executor(settings.executor)
+        self.run_loop = RunLoop(self.driver, executor,
+                                max_concurrent=settings.max_concurrent_runs,
+                                executor_timeout=settings.executor_timeout_seconds,
+                                metrics=self.metrics, faults=faults)
+        self.broker = BrokerLink(settings.amqp_url.get_secret_value(), self.topology,
+                                 faults=faults)
+        first_link = await self.broker.connect_once()  # an unreachable broker fails start-up
+        self.watchdog = Watchdog(settings.stall_seconds)
+        self.outbox = OutboxRelay(self.store, self.broker, metrics=self.metrics, faults=faults)
+        self.committer = Committer(
+            self.driver, self.broker, limits=settings.limits.to_limits(),
+            delivery_limit=settings.delivery_limit,
+            window_seconds=settings.group_commit_window_ms / 1000,
+            max_batch=settings.prefetch, on_commit=self.outbox.notify, metrics=self.metrics,
+            watchdog=self.watchdog, faults=faults,
+        )
+        shards = self.topology.queue_names()
+        self.consumers = ShardConsumers(
+            self.broker, self.committer, [] if settings.membership else shards,
+            prefetch=settings.prefetch, release_timeout=settings.shutdown_grace_seconds,
+            faults=faults,
+        )
+        self.metrics.refreshers.append(self._refresh_gauges)
+        self._supervise(first_link)
+        await asyncio.wait_for(self.broker.wait_up(), settings.shutdown_grace_seconds)
+        if settings.membership:
+            self.membership = Membership(
+                self.store, shards, self.consumers.assign,
+                heartbeat_seconds=settings.heartbeat_seconds, group=self.topology.prefix,
+                worker_id=self.worker_id, faults=faults,
+            )
+            await self.membership.start()
+        await self.resume_left_work()
+        if self.serve_http:
+            await self._serve_health()
+        log.info("worker_started", shards=len(shards),
+                 owned=len(self.consumers.owned), worker_id=self.worker_id,
+                 faults=faults.spec() or None, settings=settings.redacted())
+
+    async def _open_stores(self) -> None:
         settings = self.settings
         database_url = settings.database_url.get_secret_value()
         if database_url.startswith("sqlite"):
@@ -79,79 +143,54 @@ class Worker:
         self.blobs = open_blob_store(settings.blob_url.get_secret_value(),
                                      max_blob_bytes=settings.limits.max_image_bytes)
         await self.blobs.ping()
-        self.driver = RuntimeDriver(self.store, self.blobs, limits=settings.limits.to_limits(),
-                                    max_cached_runtimes=settings.max_cached_runtimes)
-        executor = self.executor or load_executor(settings.executor)
-        self.run_loop = RunLoop(self.driver, executor,
-                                max_concurrent=settings.max_concurrent_runs,
-                                executor_timeout=settings.executor_timeout_seconds,
-                                metrics=self.metrics)
 
-        self._connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
-        await self.topology.declare(await self._connection.channel())
-        self._publish_channel = await self._connection.channel(publisher_confirms=True)
-        dead_letters = await self._publish_channel.get_exchange(self.topology.dead_letter_exchange)
-        events = await self._publish_channel.get_exchange(self.topology.events_exchange)
-        self.outbox = OutboxRelay(self.store, events, metrics=self.metrics)
-        self.committer = Committer(
-            self.driver, dead_letters, ReplyPublisher(self._publish_channel),
-            limits=settings.limits.to_limits(), delivery_limit=settings.delivery_limit,
-            window_seconds=settings.group_commit_window_ms / 1000,
-            max_batch=settings.prefetch, on_commit=self.outbox.notify, metrics=self.metrics,
-        )
-        self.metrics.refreshers.append(self._refresh_gauges)
-        self._spawn(self.committer.run(), "committer")
-        self._spawn(self.outbox.run(), "outbox")
-        self.consumers = await self._start_consuming()
-        await self.resume_left_work()
+    def _supervise(self, first_link: Link) -> None:
+        assert self.broker and self.committer and self.outbox
+        self.supervisor = Supervisor(on_fatal=self._on_fatal, metrics=self.metrics)
+        links = [first_link]
+        broker = self.broker
+        self.supervisor.spawn("broker", lambda: broker.run(links.pop() if links else None))
+        self.supervisor.spawn("committer", self.committer.run, policy=COMMITTER_POLICY)
+        self.supervisor.spawn("outbox", self.outbox.run)
+        if self.settings.membership:
+            self.supervisor.spawn("sweep", self._sweep)
+
+    def _on_fatal(self, name: str, exc: BaseException) -> None:
+        log.error("task_fatal", task=name, error=repr(exc))
+        if self.fatal is None:
+            self.fatal = (name, exc)
+        self._failed.set()
+
+    async def wait_failed(self) -> tuple[str, BaseException]:
+        await self._failed.wait()
+        assert self.fatal is not None
+        return self.fatal
+
+    async def _serve_health(self) -> None:
+        assert self.store and self.blobs and self.consumers and self.supervisor
+        assert self.watchdog
+        self.health = HealthServer(self.metrics)
+        self.health.add_check("database", self.store.ping)
+        self.health.add_check("blob_store", self.blobs.ping)
+        self.health.add_check("broker", self._broker_ready)
+        self.health.add_check("consumers", self.consumers.readiness)
+        self.health.add_check("tasks", self.supervisor.readiness)
         if self.membership is not None:
-            self._spawn(self._sweep(), "sweep")
-        if self.serve_http:
-            self.health = HealthServer(self.metrics)
-            self.health.add_check("database", self.store.ping)
-            self.health.add_check("blob_store", self.blobs.ping)
-            self.health.add_check("broker", self._broker_ready)
-            self.health.add_check("consumers", self.consumers.readiness)
-            await self.health.start(port=settings.http_port)
-        log.info("worker_started", shards=len(self.topology.queue_names()),
-                 owned=len(self.consumers.owned) if self.consumers else 0,
-                 worker_id=self.membership.worker_id if self.membership else None,
-                 settings=settings.redacted())
-
-    async def _start_consuming(self) -> ShardConsumers:
-        """Every shard, or with membership the shards this worker owns after one heartbeat
-        (a worker alone owns them all from the start)."""
-        assert self._connection is not None
-        assert self.committer is not None
-        assert self.store is not None
-        settings = self.settings
-        shards = self.topology.queue_names()
-        consumers = ShardConsumers(self._connection, self.committer,
-                                   [] if settings.membership else shards,
-                                   prefetch=settings.prefetch)
-        self.consumers = consumers  # stop() finds them even if the first heartbeat fails
-        await consumers.start()
-        if settings.membership:
-            self.membership = Membership(
-                self.store, shards, consumers.assign,
-                heartbeat_seconds=settings.heartbeat_seconds, group=self.topology.prefix,
-                worker_id=self.worker_id,
-            )
-            await self.membership.start()
-        return consumers
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
+            self.health.add_check("membership", self.membership.readiness)
+        self.health.add_liveness_check("pipeline", self.watchdog.check)
+        await self.health.start(port=self.settings.http_port)
 
     def _refresh_gauges(self) -> None:
         if self.driver is not None:
             self.metrics.runtimes_cached.set(len(self.driver.cached_ids()))
         if self.consumers is not None:
             self.metrics.consumers_registered.set(self.consumers.registered)
+        if self.watchdog is not None:
+            self.watchdog.export(self.metrics)
 
     async def _broker_ready(self) -> None:
-        if self._connection is None or self._connection.is_closed:
-            raise ReadinessError("not connected to the broker")
+        if self.broker is not None:
+            await self.broker.readiness()
         if self.committer is not None and not self.committer.healthy:
             raise ReadinessError("waiting for the database or blob store to come back")
 
@@ -209,22 +248,14 @@ class Worker:
             await self.consumers.stop()
         if self.committer is not None:
             self.committer.stop()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.committer.wait_idle(), grace)
         await self._leave()
         if self.run_loop is not None:
             await self.run_loop.stop(grace)
-        if self.outbox is not None:
+        if self.outbox is not None and self.broker is not None and self.broker.link:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.outbox.publish_pending(), min(grace, 5.0))
-            self.outbox.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self.committer is not None:
-            await self.committer.release_pending()
+        if self.supervisor is not None:
+            await self.supervisor.stop(min(grace, 5.0))
         await self._close()
 
     async def _leave(self) -> None:
@@ -240,27 +271,32 @@ class Worker:
     async def _close(self) -> None:
         if self.health is not None:
             await self.health.stop()
-        if self.consumers is not None:
-            await self.consumers.close()
-        if self._connection is not None:
-            await self._connection.close()
+        if self.broker is not None:
+            await self.broker.close()
         if self.store is not None:
             await self.store.close()
         if self.blobs is not None:
             await self.blobs.close()
 
 
-async def serve(settings: Settings) -> None:
-    """``meerkat-worker run``: start, then drain and stop on SIGTERM or SIGINT."""
+async def serve(settings: Settings) -> int:
+    """``meerkat-worker run``: start, then drain and stop on SIGTERM or SIGINT, or when a part
+    of the worker failed for good (then the exit code is :data:`EXIT_FATAL`)."""
     worker = Worker(settings, Topology.from_settings(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await worker.start()
+    failed = loop.create_task(worker.wait_failed())
+    stopping = loop.create_task(stop.wait())
     try:
-        await stop.wait()
-        log.info("worker_stopping", grace_seconds=settings.shutdown_grace_seconds)
+        await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        log.info("worker_stopping", grace_seconds=settings.shutdown_grace_seconds,
+                 failed_task=worker.fatal[0] if worker.fatal else None)
     finally:
+        failed.cancel()
+        stopping.cancel()
         await worker.stop()
     log.info("worker_stopped")
+    return EXIT_FATAL if worker.fatal is not None else 0

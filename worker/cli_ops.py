@@ -22,8 +22,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from worker.app import serve
 
     configure_logging(settings.log_format)
-    asyncio.run(serve(settings))
-    return 0
+    return asyncio.run(serve(settings))
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:

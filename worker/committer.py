@@ -1,64 +1,75 @@
 """Group commit: the deliveries of a few milliseconds become one transaction.
 
-Deliveries from every shard consumer of this process arrive in one inbox, in the order each
-queue delivered them, so one runtime's messages are decided in publish order. A batch is decided
-message by message (each on the state the previous one produced), committed once, and only then
-settled: acks for what committed, dead letters for permanent rejections, replies after both.
+Deliveries from every shard consumer of this process enter one :class:`~worker.intake.Intake`,
+which hands them out in per-runtime publish order. A batch is decided message by message (each
+on the state the previous one produced), committed once, and only then settled: acks for what
+committed, dead letters for permanent rejections, replies after both.
 
-When the commit fails, nothing was swapped in. A dependency outage (database or blob store
-unreachable) pauses processing until the dependency answers again (readiness reports it), then
-gives the batch back with ``reject(requeue=True)``: an outage costs each in-flight message one
-delivery, whatever its length. Any other failure retries the batch one message at a time, which
-isolates the culprit; a single message that still fails is requeued with backoff, and on its last
-allowed delivery it is dead-lettered with the reason instead of being retried forever.
+No failure gives a delivery back to the broker, because a returned message both loses its place
+(the runtime's later messages would overtake it) and spends one of the broker's deliveries,
+which belong to the message, not to the worker's troubles:
+
+- **A dependency outage** (database or blob store unreachable, or a COMMIT whose outcome is
+  unknown): nothing was swapped in; processing pauses until the dependency answers again
+  (readiness says so, the watchdog counts each probe as progress), then the *same* batch is
+  decided again. A redelivery of something that did commit is recognised by dedupe.
+- **Any other failure of a batch** retries it one message at a time, which isolates the culprit.
+- **A single message that fails** is held in the intake with backoff, its runtime's later
+  deliveries behind it, and decided again; a version conflict is first retried at once on a
+  fresh load. After ``delivery_limit`` failed attempts it is dead-lettered with the reason in
+  ``x-meerkat-error``. The count lives in this process; the queues' own delivery limit is only a
+  backstop against a message that crashes the whole process.
+- **A delivery whose channel closed** (broker restart, connection loss, a hand-over) is
+  dropped, never settled on another channel: the broker has already put it back.
+
+The loop is a supervised task. If it dies anyway, the batch it held is retried first, one
+message at a time, each attempt counted, so a message that kills the loop is dead-lettered
+after ``delivery_limit`` tries instead of stopping the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from uuid import UUID
 
+import aiormq.abc
 import structlog
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
-from tenacity import AsyncRetrying, retry_if_exception, wait_exponential, wait_random
+from aio_pika.abc import AbstractIncomingMessage
 
-from persistence.errors import StoreError, StoreUnavailable, VersionConflict
-from schemas import Limits, Outcome, Rejected
-from worker import settle
-from worker.commit_batch import CommitBatch
-from worker.core import Decision
+from persistence.errors import CommitOutcomeUnknown, StoreError, StoreUnavailable, VersionConflict
+from schemas import Limits
+from worker.broker import BrokerLink, backoff
+from worker.decide import decide_batch
 from worker.driver import RuntimeDriver
+from worker.faults import NO_FAULTS, FaultPlan
+from worker.intake import Delivery, Intake
 from worker.metrics import Metrics
-from worker.parsing import ParsedCommand, ParsedInput, ParsedMessage, Unparseable, parse_delivery
-from worker.replies import ReplyPublisher
+from worker.parsing import ParsedCommand, ParsedInput, parse_delivery
+from worker.policy import Settlement
+from worker.settle import settle_batch
+from worker.watchdog import Watchdog
 
 log = structlog.get_logger(__name__)
 
-
-@dataclass(frozen=True)
-class Delivery:
-    message: AbstractIncomingMessage
-    parsed: ParsedMessage
-
-    @property
-    def runtime_id(self) -> str | None:
-        return self.parsed.runtime_id
+FREE_CONFLICT_RETRIES = 3
+"""Version conflicts retried at once on a fresh load before one counts as a failure."""
+MAX_TRACKED_FAILURES = 100_000
 
 
 def is_outage(exc: BaseException) -> bool:
     """A dependency could not be reached (as opposed to a message-specific failure)."""
-    return isinstance(exc, StoreUnavailable | ConnectionError | OSError | TimeoutError)
+    return isinstance(exc, StoreUnavailable | CommitOutcomeUnknown | ConnectionError | OSError
+                      | TimeoutError)
 
 
 class Committer:
     def __init__(
         self,
         driver: RuntimeDriver,
-        dead_letters: AbstractExchange,
-        replies: ReplyPublisher,
+        broker: BrokerLink,
         *,
         limits: Limits,
         delivery_limit: int,
@@ -66,212 +77,222 @@ class Committer:
         max_batch: int = 256,
         on_commit: Callable[[], None] = lambda: None,
         metrics: Metrics | None = None,
+        watchdog: Watchdog | None = None,
+        faults: FaultPlan = NO_FAULTS,
     ) -> None:
         self._metrics = metrics or Metrics()
         self._driver = driver
-        self._dead_letters = dead_letters
-        self._replies = replies
+        self._broker = broker
         self._limits = limits
         self._delivery_limit = delivery_limit
         self._window = window_seconds
         self._max_batch = max_batch
         self._on_commit = on_commit
-        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._watchdog = watchdog or Watchdog(stall_seconds=60.0)
+        self._faults = faults
+        self._intake = Intake(on_drop=self._dropped)
+        self._in_flight: list[Delivery] = []
+        self._failures: OrderedDict[str, int] = OrderedDict()
         self._stopping = False
         self.healthy = True
         self.settled = 0
         """Deliveries settled for good: acked after their commit, or dead-lettered."""
-        self._settled_changed = asyncio.Condition()
         self.failures = 0
-        """Batches whose decide-and-commit failed (each then retried or given back)."""
+        """Batches whose decide-and-commit failed (each then retried)."""
+        self._changed = asyncio.Condition()
         self._idle = asyncio.Event()
         self._idle.set()
 
+    # -- intake ------------------------------------------------------------------------------
+
     def submit(self, message: AbstractIncomingMessage) -> None:
+        """Called by a shard consumer for each delivery (parsing cannot raise)."""
+        self._watchdog.received()
         self._idle.clear()
-        self._inbox.put_nowait(message)
-
-    async def run(self) -> None:
-        """Take batches until :meth:`stop` (deliveries still waiting are given back by
-        :meth:`release_pending`)."""
-        while not self._stopping:
-            batch = await self._next_batch()
-            await self.process([self._parse(m) for m in batch])
-            if self._inbox.empty():
-                self._idle.set()
-
-    async def _next_batch(self) -> list[AbstractIncomingMessage]:
-        first = await self._inbox.get()
-        if self._window > 0:
-            await asyncio.sleep(self._window)
-        batch = [first]
-        while len(batch) < self._max_batch and not self._inbox.empty():
-            batch.append(self._inbox.get_nowait())
-        return batch
-
-    def stop(self) -> None:
-        self._stopping = True
-
-    async def release_pending(self) -> int:
-        """Requeue every delivery taken but not started (RabbitMQ 3.10 still counts it as a
-        delivery toward the limit)."""
-        released = 0
-        while not self._inbox.empty():
-            message = self._inbox.get_nowait()
-            with contextlib.suppress(Exception):
-                await settle.release(message)
-                released += 1
-        self._idle.set()
-        return released
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
-
-    async def _count_settled(self, count: int) -> None:
-        async with self._settled_changed:
-            self.settled += count
-            self._settled_changed.notify_all()
-
-    async def wait_settled(self, count: int) -> None:
-        """Until at least ``count`` deliveries have been settled for good (tests use it)."""
-        async with self._settled_changed:
-            await self._settled_changed.wait_for(lambda: self.settled >= count)
-
-    @property
-    def idle(self) -> bool:
-        return self._idle.is_set() and self._inbox.empty()
-
-    def _parse(self, message: AbstractIncomingMessage) -> Delivery:
-        parsed = parse_delivery(message.body, message.type, self._limits)
+        try:
+            channel = message.channel
+        except Exception:  # closed already: the broker has it back
+            self._dropped(1)
+            return
+        parsed = parse_delivery(message.body, message.type, self._limits)  # TEMP-KWARGS
         kind = {ParsedInput: "input", ParsedCommand: "command"}.get(type(parsed), "malformed")
         self._metrics.messages_received.labels(kind=kind).inc()
-        return Delivery(message, parsed)
+        self._intake.put(Delivery(message, channel, parsed))
 
-    async def process(self, batch: list[Delivery]) -> None:
-        try:
-            decided = await self._decide_and_commit(batch)
-        except Exception as exc:
-            await self._recover_from(batch, exc)
+    def _dropped(self, count: int) -> None:
+        if count:
+            self._metrics.messages_requeued.labels(reason="channel_closed").inc(count)
+            self._watchdog.settled(count)
+        self._refresh_idle()
+
+    def _refresh_idle(self) -> None:
+        if self.idle:
+            self._idle.set()
+
+    async def release(self, channel: aiormq.abc.AbstractChannel, timeout: float) -> None:
+        """Stop deciding deliveries of ``channel`` and wait (up to ``timeout``) until the
+        ones already being committed are settled; the caller then closes the channel."""
+        self._intake.release(channel)
+
+        def finished() -> bool:
+            return not any(d.channel is channel for d in self._in_flight)
+
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait_for(finished), timeout)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Take batches for as long as the worker runs (a supervised task, cancelled at
+        shutdown once the consumers have been released; see the module docstring)."""
+        if self._in_flight:
+            crashed, self._in_flight = self._in_flight, []
+            log.warning("committer_resumed_after_crash", deliveries=len(crashed))
+            for delivery in crashed:
+                await self._fail(delivery, RuntimeError("the committer stopped on this batch"))
+        while True:
+            batch = await self._intake.take(self._max_batch, self._window)
+            await self._faults.reach("committer_loop")
+            self._in_flight = batch
+            await self._process(batch)
+            await self._done_with_batch()
+
+    async def _done_with_batch(self) -> None:
+        async with self._changed:
+            self._in_flight = []
+            self._changed.notify_all()
+        self._refresh_idle()
+
+    def stop(self) -> None:
+        """Shutting down: an outage is no longer waited out (the loop itself is cancelled)."""
+        self._stopping = True
+
+    async def _process(self, batch: list[Delivery]) -> None:
+        conflicts = 0
+        while batch := [d for d in batch if self._alive(d)]:
+            try:
+                decided = await decide_batch(self._driver, batch, self._metrics)
+            except Exception as exc:
+                self._note_failure(batch, exc)
+                if is_outage(exc):
+                    await self._wait_until_healthy(batch)
+                    continue
+                if isinstance(exc, VersionConflict) and conflicts < FREE_CONFLICT_RETRIES:
+                    conflicts += 1  # the driver dropped the stale copy; decide on a fresh load
+                    continue
+                if len(batch) > 1:
+                    await self._one_at_a_time(batch)
+                else:
+                    await self._fail(batch[0], exc)
+                return
+            self._metrics.commits.inc()
+            self._metrics.commit_batch_size.observe(len(batch))
+            self._on_commit()
+            await self._faults.reach("after_commit_before_ack")
+            await self._settle(decided)
             return
-        await self._settle(decided)
 
-    async def _decide_and_commit(
-        self, batch: list[Delivery]
-    ) -> list[tuple[Delivery, Decision | None]]:
-        # Only a lone or redelivered message pays for the store's dedupe lookups; in a batch
-        # a duplicate trips a unique key and the batch is retried one message at a time.
-        look_up = len(batch) == 1
-        async with self._driver.batch() as commit:
-            decided = [(d, await self._decide(commit, d, look_up)) for d in batch]
-            with self._metrics.commit_seconds.time():
-                await commit.commit()
-        self._metrics.commits.inc()
-        self._metrics.commit_batch_size.observe(len(batch))
-        self._on_commit()
-        return decided
-
-    async def _decide(
-        self, commit: CommitBatch, delivery: Delivery, look_up: bool
-    ) -> Decision | None:
-        parsed = delivery.parsed
-        look_up = look_up or delivery.message.redelivered is True
-        if isinstance(parsed, ParsedInput):
-            return await commit.accept_input(
-                parsed.runtime_id, parsed.item, message_bytes=parsed.size, look_up_stored=look_up
-            )
-        if isinstance(parsed, ParsedCommand):
-            return await commit.apply_command(
-                parsed.runtime_id, parsed.command, look_up_stored=look_up
-            )
-        if parsed.runtime_id is None:
-            return None  # nothing names a runtime: dead-letter only
-        subject = delivery.message.message_id
-        return await commit.refuse(
-            parsed.runtime_id, parsed.reason, subject=_uuid(subject), command=parsed.is_command
-        )
-
-    async def _settle(self, decided: list[tuple[Delivery, Decision | None]]) -> None:
-        outcomes = [(delivery, _outcome(delivery, decision)) for delivery, decision in decided]
-        acks = []
-        for delivery, outcome in outcomes:
-            if isinstance(outcome, Rejected):
-                self._metrics.messages_dead_lettered.labels(reason=outcome.reason.reject_type).inc()
-                await settle.dead_letter(
-                    delivery.message, self._dead_letters, outcome.reason.model_dump_json()
-                )
+    async def _one_at_a_time(self, batch: list[Delivery]) -> None:
+        for delivery in batch:
+            if self._intake.is_held(delivery.runtime_id):
+                self._intake.hold_behind(delivery)  # behind its runtime's failed delivery
             else:
-                acks.append(delivery.message)
-        await settle.ack_committed(acks)
-        self._metrics.messages_acked.inc(len(acks))
-        await self._count_settled(len(decided))
-        for delivery, outcome in outcomes:
-            if outcome is not None:
-                await self._replies.reply(delivery.message, delivery.runtime_id, outcome)
+                await self._process([delivery])
 
-    async def _recover_from(self, batch: list[Delivery], exc: Exception) -> None:
+    def _note_failure(self, batch: list[Delivery], exc: Exception) -> None:
         log.warning("commit_failed", size=len(batch), error=repr(exc))
         self.failures += 1
         self._metrics.commit_failures.labels(error=type(exc).__name__).inc()
-        if is_outage(exc):
-            await self._wait_until_healthy()
-            await self._give_back(batch, exc)
-        elif len(batch) > 1:
-            for delivery in batch:
-                await self.process([delivery])
-        else:
-            if isinstance(exc, StoreError) and not isinstance(exc, VersionConflict):
-                for delivery in batch:  # the cached copy may disagree with the store
-                    if delivery.runtime_id:
-                        self._driver.drop(delivery.runtime_id)
-            await asyncio.sleep(_backoff(settle.delivery_count(batch[0].message)))
-            await self._give_back(batch, exc)
+        if isinstance(exc, StoreError) and not is_outage(exc) and len(batch) == 1:
+            runtime_id = batch[0].runtime_id
+            if runtime_id is not None:  # the cached copy may disagree with the store
+                self._driver.drop(runtime_id)
 
-    async def _give_back(self, batch: list[Delivery], exc: Exception) -> None:
-        for delivery in batch:
-            deliveries = settle.delivery_count(delivery.message) + 1
-            if deliveries >= self._delivery_limit:
-                reason = f"gave up after {deliveries} deliveries: {type(exc).__name__}: {exc}"
-                self._metrics.messages_dead_lettered.labels(reason="delivery_limit").inc()
-                await settle.dead_letter(delivery.message, self._dead_letters, reason)
-                await self._count_settled(1)
-            else:
-                self._metrics.messages_requeued.labels(reason=type(exc).__name__).inc()
-                await settle.requeue(delivery.message)
+    async def _fail(self, delivery: Delivery, exc: BaseException) -> None:
+        """The delivery's own processing failed: hold it for a retry, or give up on it."""
+        key = _identity(delivery.message)
+        attempts = self._failures.pop(key, 0) + 1
+        if attempts >= self._delivery_limit:
+            reason = f"gave up after {attempts} failed attempts: {type(exc).__name__}: {exc}"
+            self._metrics.messages_dead_lettered.labels(reason="failed_attempts").inc()
+            await self._settle([(delivery, Settlement.dead_letter(reason))])
+            return
+        self._failures[key] = attempts
+        while len(self._failures) > MAX_TRACKED_FAILURES:
+            self._failures.popitem(last=False)
+        self._metrics.messages_requeued.labels(reason=type(exc).__name__).inc()
+        self._watchdog.progressed()
+        self._intake.hold(delivery, backoff(attempts, base=0.1))
 
-    async def _wait_until_healthy(self) -> None:
-        """Back off until the database and the blob store answer again."""
+    async def _settle(self, decided: list[tuple[Delivery, Settlement]]) -> None:
+        link = self._broker.link
+        settled, lost = await settle_batch(decided, link, self._metrics)
+        for delivery in lost:  # its channel died, or settling broke it: the broker has it back
+            await _close_quietly(delivery.channel)
+        if self._failures:
+            for delivery, _ in decided:
+                self._failures.pop(_identity(delivery.message), None)
+        self._dropped(len(lost))
+        self._watchdog.settled(len(settled))
+        async with self._changed:
+            self.settled += len(settled)
+            self._changed.notify_all()
+
+    async def _wait_until_healthy(self, batch: list[Delivery]) -> None:
+        """Back off until the database and the blob store answer again (or nothing of the
+        batch is left to decide, because its channels closed)."""
         self.healthy = False
-        retrying = AsyncRetrying(
-            wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.1),
-            retry=retry_if_exception(lambda e: not self._stopping),
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
-                with attempt:
+            for attempt in range(1, 1_000_000_000):
+                if self._stopping or not any(self._alive(d) for d in batch):
+                    return
+                try:
                     await self._driver.store.ping()
                     await self._driver.blobs.ping()
-        except Exception:
-            if not self._stopping:
-                raise
+                    return
+                except Exception:
+                    self._watchdog.progressed()
+                    await asyncio.sleep(backoff(attempt, base=0.1))
         finally:
             self.healthy = True
 
+    def _alive(self, delivery: Delivery) -> bool:
+        if self._intake.alive(delivery):
+            return True
+        self._dropped(1)
+        return False
 
-def _outcome(delivery: Delivery, decision: Decision | None) -> Outcome | None:
-    """What the delivery comes to: a message that does not parse is rejected, whether or not
-    it named a runtime to record the rejection on."""
-    if isinstance(delivery.parsed, Unparseable):
-        return Rejected(reason=delivery.parsed.reason)
-    return decision.outcome if decision is not None else None
+    # -- for shutdown and tests --------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return not self._in_flight and len(self._intake) == 0
+
+    async def wait_idle(self) -> None:
+        """Until nothing is waiting or being decided (a held delivery counts as waiting)."""
+        await self._idle.wait()
+
+    async def wait_settled(self, count: int) -> None:
+        """Until at least ``count`` deliveries have been settled for good (tests use it)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.settled >= count)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._intake) + len(self._in_flight)
 
 
-def _backoff(previous_deliveries: int) -> float:
-    return float(min(0.1 * 2**previous_deliveries, 5.0))
+def _identity(message: AbstractIncomingMessage) -> str:
+    """What the failure count of a message is kept under, across its redeliveries."""
+    if message.message_id:
+        return f"{message.routing_key}\0{message.message_id}"
+    return hashlib.blake2b(message.body, digest_size=16).hexdigest()
 
 
-def _uuid(value: str | None) -> UUID | None:
-    try:
-        return UUID(value) if value else None
-    except ValueError:
-        return None
+async def _close_quietly(channel: aiormq.abc.AbstractChannel) -> None:
+    if channel.is_closed:
+        return
+    with contextlib.suppress(Exception):
+        await channel.close()
+

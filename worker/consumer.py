@@ -1,159 +1,180 @@
-"""Shard consumers: one channel per ingress shard queue, each feeding the group committer.
+"""Shard consumers: one channel and one consumer per ingress shard queue this worker owns.
 
-Without membership every worker consumes every shard queue; the queues are
-single-active-consumer, so the broker lets exactly one consumer of a shard receive at a time and
-promotes a standby when it goes away. With membership (:mod:`worker.membership`) each worker
-consumes only the shards :meth:`ShardConsumers.assign` gives it. Releasing a shard cancels its
-consumer but keeps its channel open: the deliveries already received are still with the
-committer, which acks them on that channel after their commit (closing it would requeue them).
-The channel is reused if the shard comes back and closed with the others at shutdown.
+Exactly one consumer per owned shard, made by this module alone: on every new broker link
+(:mod:`worker.broker`) each owned shard gets a fresh channel and consumer; when the link goes
+down they are forgotten, since the broker has already cancelled them and returned their unacked
+deliveries. A shard channel that the broker closes while the link stays up (a channel error) is
+re-made after a short backoff.
 
-After a reconnect the robust connection restores channels and consumers by itself, but it has
-been seen to leave a queue with no consumer after a broker restart (aio-pika issue 231). So
-after every reconnect, and on every readiness check, each shard is verified against the broker's
-own consumer count and re-consumed if its consumer is gone.
+Releasing a shard (a hand-over to another worker, or shutdown) keeps per-runtime order: the
+committer first stops deciding deliveries of that channel and lets the ones already in a commit
+finish and be acked; only then is the channel closed. Closing it, rather than cancelling the
+consumer, returns every delivery not yet settled to the head of the queue *before* the broker
+makes the next single-active consumer active, so the next owner sees them first, in order.
+Cancelling first would let the next owner receive later messages while earlier ones were still
+held here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Protocol
 
+import aiormq.abc
 import structlog
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-)
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from worker.committer import Committer
+from worker.broker import BrokerLink, Link, backoff
+from worker.faults import NO_FAULTS, FaultPlan
 from worker.health import ReadinessError
 
 log = structlog.get_logger(__name__)
 
 
+class DeliverySink(Protocol):
+    """Where deliveries go, and who lets go of a channel's deliveries (the committer)."""
+
+    def submit(self, message: AbstractIncomingMessage) -> None: ...
+
+    async def release(self, channel: aiormq.abc.AbstractChannel, timeout: float) -> None: ...
+
+
 class ShardConsumers:
     def __init__(
         self,
-        connection: AbstractRobustConnection,
-        committer: Committer,
+        broker: BrokerLink,
+        sink: DeliverySink,
         queue_names: list[str],
         *,
         prefetch: int,
+        release_timeout: float = 30.0,
+        faults: FaultPlan = NO_FAULTS,
     ) -> None:
-        self._connection = connection
-        self._committer = committer
-        self._queue_names = queue_names
+        self._broker = broker
+        self._sink = sink
+        self._desired = set(queue_names)
         self._prefetch = prefetch
+        self._release_timeout = release_timeout
+        self._faults = faults
         self._channels: dict[str, AbstractChannel] = {}
-        self._queues: dict[str, AbstractQueue] = {}
-        self._tags: dict[str, str] = {}
-        # assign() and ensure() both start consumers; one at a time, or a shard gets two.
+        self._underlay: dict[str, aiormq.abc.AbstractChannel] = {}
+        self._link: Link | None = None
+        # Link changes, assignments and re-consumes all change the consumers; one at a time.
         self._changing = asyncio.Lock()
         self._stopped = False
+        self._repairs: set[asyncio.Task[None]] = set()
+        broker.on_up(self._link_up)
+        broker.on_down(self._link_down)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self._committer.submit(message)
-
-    async def start(self) -> None:
-        async with self._changing:
-            for name in self._queue_names:
-                await self._consume(name)
-        self._connection.reconnect_callbacks.add(self._after_reconnect)
+        await self._faults.reach("consumer_delivery")
+        self._sink.submit(message)
 
     @property
     def owned(self) -> frozenset[str]:
         """The queues this worker is meant to consume (readiness checks only these)."""
-        return frozenset(self._queue_names)
+        return frozenset(self._desired)
+
+    @property
+    def registered(self) -> int:
+        return len(self._channels)
+
+    async def _link_up(self, link: Link) -> None:
+        async with self._changing:
+            self._link = link
+            if self._stopped:
+                return
+            for name in sorted(self._desired):
+                await self._consume(link, name)
+
+    async def _link_down(self, link: Link) -> None:
+        async with self._changing:
+            if self._link is link:
+                self._link = None
+            self._channels.clear()
+            self._underlay.clear()
 
     async def assign(self, queue_names: set[str]) -> None:
-        """Consume exactly ``queue_names``: start consumers for the new ones, cancel those of
-        the released ones. Raises when the broker refuses; calling again with the same set
+        """Consume exactly ``queue_names`` from now on: release the shards no longer owned,
+        consume the new ones. Raises when the broker refuses; calling again with the same set
         finishes the job. Does nothing after :meth:`stop`."""
         async with self._changing:
             if self._stopped:
                 return
-            self._queue_names = sorted(queue_names)
-            for name in sorted(set(self._tags) - queue_names):
-                await self._cancel(name)
-            for name in self._queue_names:
-                if name not in self._tags:
-                    await self._consume(name)
+            released = set(self._channels) - queue_names
+            self._desired = set(queue_names)
+            if released:
+                await self._faults.reach("during_handover")
+                await self._release(sorted(released))
+            link = self._link
+            if link is None:
+                return  # the next link consumes them
+            for name in sorted(queue_names - set(self._channels)):
+                await self._consume(link, name)
 
-    async def _consume(self, name: str) -> None:
-        channel = self._channels.get(name)
-        if channel is None or channel.is_closed:
-            channel = await self._connection.channel()
-            await channel.set_qos(prefetch_count=self._prefetch)
-            self._channels[name] = channel
+    async def _consume(self, link: Link, name: str) -> None:
+        channel = await link.connection.channel()
+        await channel.set_qos(prefetch_count=self._prefetch)
         queue = await channel.get_queue(name, ensure=True)
-        self._queues[name] = queue
-        self._tags[name] = await queue.consume(self._on_message)
+        underlay = await channel.get_underlay_channel()
+        await queue.consume(self._on_message)
+        self._channels[name] = channel
+        self._underlay[name] = underlay
+        channel.close_callbacks.add(lambda *_: self._closed_by_broker(name, channel))
 
-    async def _after_reconnect(self, *_: object) -> None:
-        try:
-            await self.ensure()
-        except Exception as exc:
-            log.warning("consumer_check_failed", error=repr(exc))
+    def _closed_by_broker(self, name: str, channel: AbstractChannel) -> None:
+        """A shard channel closed while it was still ours: make it again, unless the link
+        itself went down (the next link makes every channel)."""
+        if self._channels.get(name) is not channel or self._stopped:
+            return
+        log.warning("shard_channel_closed", queue=name)
+        task = asyncio.get_running_loop().create_task(self._repair(name, channel))
+        self._repairs.add(task)
+        task.add_done_callback(self._repairs.discard)
 
-    async def ensure(self) -> int:
-        """Re-consume any owned shard whose consumer vanished; returns how many were restored."""
-        restored = 0
-        async with self._changing:
-            if self._stopped:
-                return 0
-            for name in self._queue_names:
-                if await self._consumer_lost(name):
-                    log.warning("consumer_missing", queue=name)
-                    self._tags.pop(name, None)
-                    await self._consume(name)
-                    restored += 1
-        return restored
+    async def _repair(self, name: str, channel: AbstractChannel) -> None:
+        for attempt in range(1, 1_000_000):
+            await asyncio.sleep(backoff(attempt))
+            async with self._changing:
+                if self._stopped or self._channels.get(name) is not channel:
+                    return
+                link = self._link
+                if link is None or not link.is_up:
+                    return
+                del self._channels[name]
+                self._underlay.pop(name, None)
+                try:
+                    await self._consume(link, name)
+                    return
+                except Exception as exc:
+                    self._channels[name] = channel  # still ours to repair
+                    log.warning("shard_consume_failed", queue=name, error=repr(exc))
 
-    async def _consumer_lost(self, name: str) -> bool:
-        """Whether this shard needs a new consumer: nothing registered locally, a closed
-        channel, or a queue the broker reports with no consumer at all (issue 231)."""
-        queue = self._queues.get(name)
-        channel = self._channels.get(name)
-        if queue is None or channel is None or channel.is_closed or name not in self._tags:
-            return True
-        declared = await queue.declare()  # passive: reads the broker's consumer count
-        return declared.consumer_count == 0
+    async def _release(self, names: list[str]) -> None:
+        """Let the committer finish what it decided on these shards, then close them."""
+        channels = [(self._channels.pop(n), self._underlay.pop(n, None)) for n in names]
+        await asyncio.gather(*(
+            self._sink.release(underlay, self._release_timeout)
+            for _, underlay in channels if underlay is not None
+        ))
+        for channel, _ in channels:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        log.info("shards_released", queues=names)
 
     async def readiness(self) -> None:
-        if self._connection.is_closed:
-            raise ReadinessError("broker connection is closed")
-        missing = [n for n in self._queue_names if n not in self._tags]
+        if self._link is None or not self._link.is_up:
+            raise ReadinessError("not connected to the broker")
+        missing = sorted(n for n in self._desired
+                         if n not in self._channels or self._channels[n].is_closed)
         if missing:
             raise ReadinessError(f"no consumer on {', '.join(missing)}")
-        await self.ensure()
-
-    @property
-    def registered(self) -> int:
-        return len(self._tags)
 
     async def stop(self) -> None:
-        """Stop receiving; deliveries already prefetched stay unacked until their channel
-        closes, which returns them to the queue."""
+        """Stop receiving: every shard is released (its decided deliveries settled first)."""
         async with self._changing:
             self._stopped = True
-            for name in list(self._tags):
-                await self._cancel(name)
-        self._tags.clear()
-
-    async def _cancel(self, name: str) -> None:
-        """Stop receiving from one shard; its channel stays open for the acks still due."""
-        tag = self._tags.pop(name, None)
-        queue = self._queues.get(name)
-        if tag is None or queue is None:
-            return
-        try:
-            await queue.cancel(tag)
-        except Exception as exc:
-            log.warning("consumer_cancel_failed", queue=name, error=repr(exc))
-
-    async def close(self) -> None:
-        for channel in self._channels.values():
-            if not channel.is_closed:
-                await channel.close()
-        self._channels.clear()
+            await self._release(sorted(self._channels))
+        for task in list(self._repairs):
+            task.cancel()

@@ -65,6 +65,7 @@ from worker.core import (
     take_signal,
 )
 from worker.executors import RunRequest, RunResult
+from worker.faults import NO_FAULTS, FaultPlan
 from worker.ids import live_context, uuid7
 from worker.images import put_blobs, restore_images
 
@@ -89,13 +90,18 @@ class RuntimeDriver:
         context: Callable[[], Context] = live_context,
         max_batch: int = 64,
         max_cached_runtimes: int = 10_000,
+        faults: FaultPlan = NO_FAULTS,
+        destroy_unknown_runtimes: bool = False,
     ) -> None:
+        self._faults = faults
         self.store = store
         self.blobs = blobs
         self.limits = limits
         self._context = context
         self.max_batch = max_batch
         self.max_cached_runtimes = max_cached_runtimes
+        self.destroy_unknown_runtimes = destroy_unknown_runtimes
+        """Whether ``destroy`` may tombstone a runtime never stored (no other command may)."""
         self._cache: OrderedDict[str, Runtime] = OrderedDict()
         """Least recently used first; runtimes with nothing in flight are evicted past the cap."""
         self._locks: dict[str, asyncio.Lock] = {}
@@ -181,6 +187,7 @@ class RuntimeDriver:
         writes = [w for d in decisions for w in d.blobs]
         if writes:
             await put_blobs(self.blobs, writes)
+            await self._faults.reach("after_blob_put")
         touched = {d.runtime_id for d in decisions}
         try:
             await self.store.commit(decisions)

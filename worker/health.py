@@ -1,8 +1,10 @@
 """The worker's HTTP endpoint: liveness, readiness and metrics.
 
-- ``GET /healthz``: ``200 ok``. Being served at all proves the event loop is responsive, which
-  is what a liveness probe should restart the process for; it checks nothing else, so an outage
-  of a dependency never gets a healthy worker killed.
+- ``GET /healthz``: ``200 ok`` while every liveness check passes, else ``503`` naming each
+  failing part (the JSON shape of ``/readyz``). Being served proves the event loop answers; the
+  checks add only what restarting the process cures: a wedged pipeline (the
+  :class:`~worker.watchdog.Watchdog`: deliveries wait and none settles nor progresses). Never a
+  dependency's outage: a restart brings the database back no sooner. Sets ``meerkat_liveness``.
 - ``GET /readyz``: runs every readiness check concurrently, each bounded by a timeout (a check
   that hangs is as bad as one that fails: the probe itself must answer). ``200`` when all pass,
   else ``503`` with a JSON body naming each failing part. The result also sets the
@@ -10,13 +12,16 @@
 - ``GET /metrics``: the Prometheus text of :class:`~worker.metrics.Metrics`.
 
 A readiness check is an async callable that returns when its part is usable and raises when it
-is not. Only the message of a :class:`ReadinessError` is shown in the response; of any other
+is not; a liveness check is the same, or a plain callable for a check that needs no await (it
+must not block: the event loop runs it inline). Both kinds run concurrently, each bounded by
+the timeout. Only the message of a :class:`ReadinessError` is shown in the response; of any other
 exception only its type, because driver errors may quote connection URLs with credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -25,9 +30,13 @@ from aiohttp import web
 from worker.metrics import METRICS_CONTENT_TYPE, Metrics
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+LivenessCheck = Callable[[], Awaitable[None] | None]
 
-READINESS_PARTS = ("database", "blob_store", "broker", "consumers")
-"""The parts the worker registers checks for; a ready worker can reach all of them."""
+READINESS_PARTS = ("database", "blob_store", "broker", "consumers", "tasks")
+"""The parts the worker registers checks for; a ready worker can reach all of them, and
+``tasks`` (the supervisor) says every long-lived task runs."""
+LIVENESS_PARTS = ("pipeline",)
+"""The parts the worker registers liveness checks for; ``pipeline`` is the watchdog."""
 
 DEFAULT_CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -47,6 +56,17 @@ class Readiness:
         return not self.failing
 
 
+@dataclass(frozen=True)
+class Liveness:
+    failing: Mapping[str, str]
+    """Part name → why it failed, for the parts that did."""
+    passing: tuple[str, ...]
+
+    @property
+    def alive(self) -> bool:
+        return not self.failing
+
+
 class HealthServer:
     def __init__(
         self,
@@ -57,12 +77,17 @@ class HealthServer:
         self.metrics = metrics
         self.check_timeout_seconds = check_timeout_seconds
         self._checks: dict[str, ReadinessCheck] = dict(checks or {})
+        self._liveness_checks: dict[str, LivenessCheck] = {}
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
     def add_check(self, name: str, check: ReadinessCheck) -> None:
         """Register (or replace) the readiness check of one part."""
         self._checks[name] = check
+
+    def add_liveness_check(self, name: str, check: LivenessCheck) -> None:
+        """Register (or replace) the liveness check of one part."""
+        self._liveness_checks[name] = check
 
     @property
     def port(self) -> int:
@@ -99,18 +124,33 @@ class HealthServer:
 
     async def check_readiness(self) -> Readiness:
         """Run every check at once; each gets ``check_timeout_seconds``."""
-        names = list(self._checks)
-        verdicts = await asyncio.gather(*(self._run_check(self._checks[n]) for n in names))
-        failing = {name: why for name, why in zip(names, verdicts, strict=True) if why}
-        passing = tuple(name for name, why in zip(names, verdicts, strict=True) if not why)
+        failing, passing = await self._run_checks(self._checks)
         readiness = Readiness(failing=failing, passing=passing)
         self.metrics.readiness.set(1 if readiness.ready else 0)
         return readiness
 
-    async def _run_check(self, check: ReadinessCheck) -> str | None:
+    async def check_liveness(self) -> Liveness:
+        """Run every liveness check at once; each gets ``check_timeout_seconds``."""
+        failing, passing = await self._run_checks(self._liveness_checks)
+        liveness = Liveness(failing=failing, passing=passing)
+        self.metrics.liveness.set(1 if liveness.alive else 0)
+        return liveness
+
+    async def _run_checks(
+        self, checks: Mapping[str, LivenessCheck]
+    ) -> tuple[dict[str, str], tuple[str, ...]]:
+        names = list(checks)
+        verdicts = await asyncio.gather(*(self._run_check(checks[n]) for n in names))
+        failing = {name: why for name, why in zip(names, verdicts, strict=True) if why}
+        passing = tuple(name for name, why in zip(names, verdicts, strict=True) if not why)
+        return failing, passing
+
+    async def _run_check(self, check: LivenessCheck) -> str | None:
         """None when the check passed, else why it did not."""
         try:
-            await asyncio.wait_for(check(), self.check_timeout_seconds)
+            result = check()
+            if inspect.isawaitable(result):
+                await asyncio.wait_for(result, self.check_timeout_seconds)
         except TimeoutError:
             return f"no answer within {self.check_timeout_seconds:g}s"
         except ReadinessError as exc:
@@ -120,22 +160,28 @@ class HealthServer:
         return None
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+        liveness = await self.check_liveness()
+        if liveness.alive:
+            return web.Response(text="ok")
+        return verdict_response("not_alive", liveness.failing, liveness.passing)
 
     async def _readyz(self, request: web.Request) -> web.Response:
         readiness = await self.check_readiness()
-        body = {
-            "status": "ready" if readiness.ready else "not_ready",
-            "failing": dict(readiness.failing),
-            "passing": list(readiness.passing),
-        }
-        return web.json_response(body, status=200 if readiness.ready else 503)
+        status = "ready" if readiness.ready else "not_ready"
+        return verdict_response(status, readiness.failing, readiness.passing)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         # aiohttp refuses a charset inside content_type=, so the header is set whole.
         return web.Response(
             body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
         )
+
+
+def verdict_response(
+    status: str, failing: Mapping[str, str], passing: tuple[str, ...]
+) -> web.Response:
+    body = {"status": status, "failing": dict(failing), "passing": list(passing)}
+    return web.json_response(body, status=503 if failing else 200)
 
 
 def bound_port(runner: web.AppRunner, requested: int) -> int:

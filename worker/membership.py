@@ -54,6 +54,9 @@ from typing import Protocol
 
 import structlog
 
+from worker.faults import NO_FAULTS, FaultPlan
+from worker.health import ReadinessError
+
 log = structlog.get_logger(__name__)
 
 MISSED_HEARTBEATS = 3
@@ -114,7 +117,10 @@ class Membership:
         group: str = "",
         worker_id: str | None = None,
         clock: Callable[[], datetime] = _utc_now,
+        faults: FaultPlan = NO_FAULTS,
     ) -> None:
+        self._faults = faults
+        self.last_heartbeat: datetime | None = None
         if heartbeat_seconds <= 0:
             raise ValueError(f"heartbeat_seconds must be positive, not {heartbeat_seconds}")
         self.worker_id = worker_id or new_worker_id()
@@ -143,9 +149,10 @@ class Membership:
         Raises when the store or ``on_assignment`` fails; the assignment is then retried in
         full at the next tick (``on_assignment`` is given the whole target set each time).
         """
-        live = await self._store.heartbeat(
-            self.worker_id, now=self._clock(), ttl=self.ttl, group=self.group
-        )
+        await self._faults.reach("membership_tick")
+        now = self._clock()
+        live = await self._store.heartbeat(self.worker_id, now=now, ttl=self.ttl, group=self.group)
+        self.last_heartbeat = now
         self.live = live
         owned = frozenset(assignment(self._shards, live, self.worker_id))
         if owned != self._owned:
@@ -173,6 +180,13 @@ class Membership:
                 self.failures += 1
                 log.warning("heartbeat_failed", worker_id=self.worker_id,
                             owned=len(self.owned), error=repr(exc))
+
+    async def readiness(self) -> None:
+        """Not ready once my own heartbeat is older than the ttl: the others then count me
+        gone and take my shards, whatever this worker still believes it owns."""
+        last = self.last_heartbeat
+        if last is None or self._clock() - last > self.ttl:
+            raise ReadinessError("membership heartbeat is older than its ttl")
 
     async def stop(self, grace: float = 10.0) -> None:
         """End the loop; a heartbeat under way may finish (within ``grace`` seconds) rather

@@ -106,6 +106,27 @@ class Metrics:
         self.readiness = Gauge(
             f"{PREFIX}_readiness", "1 while every readiness check passes, else 0.", registry=r
         )
+        self.liveness = Gauge(
+            f"{PREFIX}_liveness", "1 while every liveness check passes, else 0.", registry=r
+        )
+
+        self.task_restarts = Counter(
+            f"{PREFIX}_task_restarts",
+            "Restarts of a long-lived task after it raised or returned, by task.",
+            ["task"],
+            registry=r,
+        )
+        self.deliveries_waiting = Gauge(
+            f"{PREFIX}_deliveries_waiting",
+            "Deliveries received and not yet settled (acked, rejected or dropped).",
+            registry=r,
+        )
+        self.seconds_since_progress = Gauge(
+            f"{PREFIX}_seconds_since_progress",
+            "Seconds since the pipeline last settled a delivery or made progress while "
+            "deliveries wait; 0 while none wait.",
+            registry=r,
+        )
 
         self.refreshers: list[Callable[[], None]] = []
         """Called before each render, to set gauges read from live objects."""

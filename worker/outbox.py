@@ -4,6 +4,9 @@ Events are written by the same transaction as the state change they describe. Th
 unsent ones in order, publishes each with publisher confirms (routing key = event code, message
 id = event id, header ``x-runtime-id``), and marks them sent only after the broker confirmed.
 A crash in between publishes them again after a restart; consumers dedupe by event id.
+
+The relay publishes on the broker link's publish channel of the moment: while the broker is
+away, events wait in the outbox, and the relay's next pass after a reconnect sends them.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import contextlib
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractExchange
 
 from persistence.ports import OutboxEvent, RuntimeStore
+from worker.broker import BrokerLink
+from worker.faults import NO_FAULTS, FaultPlan
 from worker.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -38,15 +42,17 @@ class OutboxRelay:
     def __init__(
         self,
         store: RuntimeStore,
-        exchange: AbstractExchange,
+        broker: BrokerLink,
         *,
         batch_size: int = 200,
         poll_seconds: float = 1.0,
         metrics: Metrics | None = None,
+        faults: FaultPlan = NO_FAULTS,
     ) -> None:
         self._metrics = metrics or Metrics()
         self._store = store
-        self._exchange = exchange
+        self._broker = broker
+        self._faults = faults
         self._batch_size = batch_size
         self._poll = poll_seconds
         self._wakeup = asyncio.Event()
@@ -67,12 +73,16 @@ class OutboxRelay:
             self._metrics.outbox_backlog.set(len(pending))
             if not pending:
                 return total
+            link = self._broker.link
+            if link is None:
+                raise ConnectionError("not connected to the broker")
             await asyncio.gather(
                 *(
-                    self._exchange.publish(event_message(item), routing_key=item.event.code.value)
+                    link.events.publish(event_message(item), routing_key=item.event.code.value)
                     for item in pending
                 )
             )
+            await self._faults.reach("during_outbox_publish")
             await self._store.mark_events_sent([item.position for item in pending])
             total += len(pending)
             self.published += len(pending)
@@ -80,6 +90,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         while not self._stopping:
+            await self._faults.reach("outbox_loop")
             try:
                 await self.publish_pending()
             except Exception as exc:  # broker or store away: events wait in the outbox

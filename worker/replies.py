@@ -1,4 +1,8 @@
-"""RPC replies: published to ``reply_to`` after the commit, best effort."""
+"""RPC replies: published to ``reply_to`` after the commit, best effort.
+
+A lost reply is only logged: the message's effect is already committed, and a retry of the
+message would be recognised as a duplicate, not answered again from scratch.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +14,29 @@ from schemas import Outcome, Reply
 
 log = structlog.get_logger(__name__)
 
+REPLY_MESSAGE_TYPE = "meerkat.reply.v1"
 
-class ReplyPublisher:
-    def __init__(self, channel: AbstractChannel) -> None:
-        self._channel = channel
 
-    async def reply(
-        self, message: AbstractIncomingMessage, runtime_id: str | None, outcome: Outcome
-    ) -> None:
-        """Publish the outcome when the producer asked for one; a lost reply is only logged,
-        since the message's effect is already committed and a retry would not resend it."""
-        if not message.reply_to:
-            return
-        reply = Reply(correlation_id=message.correlation_id, runtime_id=runtime_id, outcome=outcome)
-        body = aio_pika.Message(
-            body=reply.model_dump_json().encode(),
-            content_type="application/json",
-            correlation_id=message.correlation_id,
-            type="meerkat.reply.v1",
-        )
-        try:
-            await self._channel.default_exchange.publish(body, routing_key=message.reply_to)
-        except Exception as exc:  # the effect is committed; the reply is best effort
-            log.warning("reply_failed", reply_to=message.reply_to, error=str(exc))
+async def publish_reply(
+    channel: AbstractChannel | None,
+    message: AbstractIncomingMessage,
+    runtime_id: str | None,
+    outcome: Outcome,
+) -> None:
+    """Publish the outcome when the producer asked for one (``reply_to``)."""
+    if not message.reply_to:
+        return
+    if channel is None:
+        log.warning("reply_failed", reply_to=message.reply_to, error="not connected")
+        return
+    reply = Reply(correlation_id=message.correlation_id, runtime_id=runtime_id, outcome=outcome)
+    body = aio_pika.Message(
+        body=reply.model_dump_json().encode(),
+        content_type="application/json",
+        correlation_id=message.correlation_id,
+        type=REPLY_MESSAGE_TYPE,
+    )
+    try:
+        await channel.default_exchange.publish(body, routing_key=message.reply_to)
+    except Exception as exc:  # the effect is committed; the reply is best effort
+        log.warning("reply_failed", reply_to=message.reply_to, error=repr(exc))

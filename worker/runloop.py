@@ -29,6 +29,7 @@ from persistence.errors import StoreError
 from worker.core import Signal
 from worker.driver import RuntimeDriver, StartedRun
 from worker.executors import Executor, RunResult
+from worker.faults import NO_FAULTS, FaultPlan
 from worker.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -61,8 +62,10 @@ class RunLoop:
         max_concurrent: int = 8,
         executor_timeout: float = 300.0,
         metrics: Metrics | None = None,
+        faults: FaultPlan = NO_FAULTS,
     ) -> None:
         self._metrics = metrics or Metrics()
+        self._faults = faults
         self._driver = driver
         self._executor = executor
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -89,7 +92,19 @@ class RunLoop:
             return
         self._idle.clear()
         task = asyncio.get_running_loop().create_task(self._work(runtime_id))
+        task.add_done_callback(lambda done: self._ended(runtime_id, done))
         self._tasks[runtime_id] = task
+
+    def _ended(self, runtime_id: str, task: asyncio.Task[None]) -> None:
+        """A runtime's task ended. ``_work`` handles every failure of a turn itself, so an
+        exception here is a bug: say so loudly, and wake the runtime again so its work is
+        not left stranded."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("run_task_crashed", runtime_id=runtime_id, error=repr(task.exception()),
+                  exc_info=task.exception())
+        if not self._stopping:
+            asyncio.get_running_loop().call_later(1.0, self.wake, runtime_id, Signal.WAKE)
 
     async def _work(self, runtime_id: str) -> None:
         failures = 0
@@ -118,6 +133,7 @@ class RunLoop:
                 self._idle.set()
 
     async def _one_turn(self, runtime_id: str) -> bool:
+        await self._faults.reach("run_turn")
         started = await self._driver.start_run(runtime_id)
         if started is None:
             return False
@@ -125,6 +141,7 @@ class RunLoop:
         self._metrics.runs_started.inc()
         self._metrics.runs_active.set(len(self._running))
         try:
+            await self._faults.reach("mid_run")
             result = await asyncio.wait_for(self._executor(started.request), self._timeout)
         except TimeoutError:
             await self._fail(
@@ -145,6 +162,7 @@ class RunLoop:
         if await self._settle_run(
             runtime_id, started.run_id, self._driver.finish_run, runtime_id, started.run_id, result
         ):
+            await self._faults.reach("after_boundary_commit")
             self.runs_completed += 1
             self._metrics.runs_completed.inc()
         return True

@@ -8,10 +8,10 @@ is called only after the store's COMMIT returned (or, for a failure, after it wa
 | committed: accepted, deduplicated, command done  | ack (contiguous ones with ``multiple=True``)|
 | permanent failure (malformed, rejected, illegal) | copy to the dead-letter exchange with the   |
 |                                                  | reason in ``x-meerkat-error``, then ack     |
-| transient failure, deliveries left               | ``reject(requeue=True)``: counts toward the |
-|                                                  | queue's delivery limit                      |
-| transient failure, last delivery                 | dead-letter with the reason, then ack       |
-| cancelled / shutting down, not started           | ``nack(requeue=True)``; never an ack        |
+| failed, attempts left (held and retried here)    | nothing until it is decided again           |
+| failed ``MEERKAT_DELIVERY_LIMIT`` times          | dead-letter with the reason, then ack       |
+| its channel closed or was released               | nothing: the broker has returned it         |
+| looked at but not processed (``dlq list``)       | ``nack(requeue=True)``; never an ack        |
 
 The dead-letter copy is published with publisher confirms *before* the ack, so a crash in
 between leaves the original to be redelivered: a message may be dead-lettered twice, never lost.
@@ -21,10 +21,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aio_pika
+import aiormq.abc
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+
+from worker.broker import Link
+from worker.metrics import Metrics
+from worker.policy import Action, Settlement
+from worker.replies import publish_reply
 
 ERROR_HEADER = "x-meerkat-error"
 ROUTING_KEY_HEADER = "x-meerkat-routing-key"
@@ -42,29 +48,47 @@ def delivery_count(message: AbstractIncomingMessage) -> int:
     return 0
 
 
-async def ack_committed(messages: Sequence[AbstractIncomingMessage]) -> None:
-    """Ack committed deliveries; per channel, one ``multiple=True`` ack when they are contiguous.
+class Settleable(Protocol):
+    """A delivery and the channel it came on (read once: a closed channel cannot be asked)."""
+
+    @property
+    def message(self) -> AbstractIncomingMessage: ...
+
+    @property
+    def channel(self) -> aiormq.abc.AbstractChannel: ...
+
+
+S = TypeVar("S", bound=Settleable)
+
+
+async def ack_committed(deliveries: Sequence[S]) -> list[S]:
+    """Ack committed deliveries; per channel, one ``multiple=True`` ack when they are
+    contiguous. Returns the deliveries whose ack failed (their channel is gone or broken).
 
     Deliveries of one channel arrive with increasing tags and earlier ones are settled before
     later ones, so the highest tag may ack the rest only if no tag in between is missing.
     """
-    by_channel: dict[int, list[AbstractIncomingMessage]] = defaultdict(list)
-    for message in messages:
-        by_channel[id(message.channel)].append(message)
+    by_channel: dict[int, list[S]] = defaultdict(list)
+    for delivery in deliveries:
+        by_channel[id(delivery.channel)].append(delivery)
+    failed: list[S] = []
     for group in by_channel.values():
-        tags = sorted(m.delivery_tag or 0 for m in group)
-        contiguous = len(group) > 1 and tags[-1] - tags[0] == len(group) - 1
-        if contiguous:
-            last = max(group, key=lambda m: m.delivery_tag or 0)
-            await last.ack(multiple=True)
-        else:
-            for message in group:
-                await message.ack()
+        try:
+            await _ack_group([d.message for d in group])
+        except Exception:
+            failed.extend(group)
+    return failed
 
 
-async def requeue(message: AbstractIncomingMessage) -> None:
-    """Give the delivery back; the broker counts it toward the delivery limit."""
-    await message.reject(requeue=True)
+async def _ack_group(group: list[AbstractIncomingMessage]) -> None:
+    tags = sorted(m.delivery_tag or 0 for m in group)
+    contiguous = len(group) > 1 and tags[-1] - tags[0] == len(group) - 1
+    if contiguous:
+        last = max(group, key=lambda m: m.delivery_tag or 0)
+        await last.ack(multiple=True)
+    else:
+        for message in group:
+            await message.ack()
 
 
 async def dead_letter(
@@ -98,3 +122,45 @@ async def ack_one(message: AbstractIncomingMessage) -> None:
 async def release(message: AbstractIncomingMessage) -> None:
     """Return a delivery that was looked at but not processed (listing, shutdown)."""
     await message.nack(requeue=True)
+
+
+class Decided(Settleable, Protocol):
+    @property
+    def runtime_id(self) -> str | None: ...
+
+
+D = TypeVar("D", bound=Decided)
+
+
+async def settle_batch(
+    decided: Sequence[tuple[D, Settlement]], link: Link | None, metrics: Metrics
+) -> tuple[list[D], list[D]]:
+    """Carry out each settlement: dead letters first (each confirmed, then acked), then the
+    acks, then the replies. Returns (settled, lost): a lost delivery could not be settled on
+    its channel (gone, or broken by the attempt); the broker will deliver it again."""
+    settled: list[D] = []
+    lost: list[D] = []
+    acks: list[D] = []
+    for delivery, settlement in decided:
+        if settlement.action is not Action.DEAD_LETTER:
+            acks.append(delivery)
+            continue
+        try:
+            if link is None:
+                raise ConnectionError("not connected to the broker")
+            await dead_letter(delivery.message, link.dead_letters, settlement.reason or "")
+        except Exception:
+            lost.append(delivery)
+            continue
+        metrics.messages_dead_lettered.labels(reason=settlement.reason_type).inc()
+        settled.append(delivery)
+    failed = await ack_committed(acks)
+    lost += failed
+    acked = [d for d in acks if d not in failed]
+    metrics.messages_acked.inc(len(acked))
+    settled += acked
+    channel = link.publish_channel if link is not None else None
+    for delivery, settlement in decided:
+        if settlement.reply is not None and delivery not in lost:
+            await publish_reply(channel, delivery.message, delivery.runtime_id, settlement.reply)
+    return settled, lost

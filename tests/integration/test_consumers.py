@@ -1,7 +1,10 @@
-"""A shard whose consumer vanished at the broker (aio-pika issue 231) is consumed again."""
+"""Exactly one consumer per owned shard: a shard channel the broker closes is made again."""
 
 from __future__ import annotations
 
+import asyncio
+
+import aio_pika
 import pytest
 
 from schemas import Accepted
@@ -11,16 +14,34 @@ from worker.publish import build_prompt
 pytestmark = pytest.mark.integration
 
 
-async def test_a_consumer_lost_at_the_broker_is_restored(stack: Stack) -> None:
+async def consumer_counts(stack: Stack) -> dict[str, int]:
+    connection = await aio_pika.connect(stack.worker.settings.amqp_url.get_secret_value())
+    try:
+        channel = await connection.channel()
+        counts = {}
+        for name in stack.topology.queue_names():
+            queue = await channel.declare_queue(name, passive=True)
+            assert queue.declaration_result.consumer_count is not None
+            counts[name] = queue.declaration_result.consumer_count
+        return counts
+    finally:
+        await connection.close()
+
+
+async def test_a_shard_channel_closed_by_the_broker_is_consumed_again_once(stack: Stack) -> None:
     consumers = stack.worker.consumers
     assert consumers is not None
-    assert await consumers.ensure() == 0
-    # Cancel every consumer behind the worker's back: its own bookkeeping still lists them,
-    # as after a broker restart that the robust connection did not fully restore.
-    for name, tag in list(consumers._tags.items()):
-        await consumers._queues[name].cancel(tag)
+    name = sorted(consumers.owned)[0]
+    before = consumers._channels[name]
+    # An ack of a delivery tag the broker never sent is a channel error: it closes the channel.
+    await consumers._underlay[name].basic_ack(delivery_tag=999_999)
 
-    assert await consumers.ensure() == len(consumers.owned)
+    async def made_again() -> None:
+        while consumers._channels.get(name) in (None, before):
+            await asyncio.sleep(0.05)
 
+    await asyncio.wait_for(made_again(), 30)
+    await consumers.readiness()
+    assert set((await consumer_counts(stack)).values()) == {1}
     reply = await stack.request(build_prompt(new_runtime_id(), "still served", []))
     assert isinstance(reply.outcome, Accepted)

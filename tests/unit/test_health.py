@@ -1,4 +1,5 @@
-"""The HTTP endpoint: liveness, readiness checks (concurrent, bounded) and Prometheus metrics."""
+"""The HTTP endpoint: liveness and readiness checks (concurrent, bounded) and Prometheus
+metrics."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from worker.health import HealthServer, ReadinessError
+from worker.health import LIVENESS_PARTS, READINESS_PARTS, HealthServer, ReadinessError
 from worker.metrics import Metrics
 
 pytestmark = pytest.mark.unit
@@ -52,6 +53,72 @@ async def test_healthz_answers_ok(server: HealthServer) -> None:
     status, _, body = await get(server, "/healthz")
 
     assert (status, body) == (200, "ok")
+
+
+async def test_healthz_is_200_when_every_liveness_check_passes(server: HealthServer) -> None:
+    server.add_liveness_check("pipeline", lambda: None)
+    server.add_liveness_check("event_loop", passes)
+
+    status, _, body = await get(server, "/healthz")
+
+    assert (status, body) == (200, "ok")
+    assert server.metrics.registry.get_sample_value("meerkat_liveness") == 1
+
+
+async def test_healthz_is_503_naming_the_failing_parts(server: HealthServer) -> None:
+    def wedged() -> None:
+        raise ReadinessError("no delivery settled for 75s while 12 wait")
+
+    async def leaks() -> None:
+        raise RuntimeError("amqp://guest:secret@localhost stuck")
+
+    server.add_liveness_check("pipeline", wedged)
+    server.add_liveness_check("relay", leaks)
+    server.add_liveness_check("heartbeat", passes)
+
+    status, body = await get_json(server, "/healthz")
+
+    assert status == 503
+    assert body == {
+        "status": "not_alive",
+        "failing": {
+            "pipeline": "no delivery settled for 75s while 12 wait",
+            "relay": "RuntimeError",
+        },
+        "passing": ["heartbeat"],
+    }
+    assert server.metrics.registry.get_sample_value("meerkat_liveness") == 0
+
+
+async def test_a_hanging_liveness_check_times_out_to_503(server: HealthServer) -> None:
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    server.add_liveness_check("pipeline", hangs)
+
+    status, body = await get_json(server, "/healthz")
+
+    assert status == 503
+    assert body["failing"] == {"pipeline": "no answer within 0.05s"}
+
+
+async def test_healthz_recovers_when_the_check_passes_again(server: HealthServer) -> None:
+    wedged = True
+
+    def pipeline() -> None:
+        if wedged:
+            raise ReadinessError("no delivery settled for 75s while 1 wait")
+
+    server.add_liveness_check("pipeline", pipeline)
+    assert (await get(server, "/healthz"))[0] == 503
+
+    wedged = False
+    assert (await get(server, "/healthz"))[0] == 200
+
+
+def test_the_parts_the_worker_registers() -> None:
+    assert "tasks" in READINESS_PARTS
+    assert LIVENESS_PARTS == ("pipeline",)
 
 
 async def test_readyz_is_200_when_every_check_passes(server: HealthServer) -> None:
@@ -172,6 +239,10 @@ def test_every_named_metric_is_exported() -> None:
         "meerkat_consumers_registered",
         "meerkat_runtimes_cached",
         "meerkat_readiness",
+        "meerkat_liveness",
+        "meerkat_task_restarts",
+        "meerkat_deliveries_waiting",
+        "meerkat_seconds_since_progress",
     }
 
 

@@ -1,0 +1,173 @@
+"""The committer's intake: deliveries waiting to be decided, in per-runtime order.
+
+Deliveries arrive from every shard consumer in the order each queue delivered them, and one
+runtime's messages all come from one shard, so taking them first-in first-out decides each
+runtime's messages in publish order. Two things would break that, and this module is where both
+are prevented:
+
+- **A delivery held for a retry.** When a message's own processing fails, it is not given back
+  to the broker (that would let the runtime's later messages overtake it, and would spend one
+  of the broker's deliveries). It is *held* here until its backoff is over, and every later
+  delivery of the same runtime waits behind it, in order. Other runtimes are not held up.
+- **A delivery whose channel is gone.** The broker returns every unacked delivery of a closed
+  channel to its queue and delivers it again on a new one, before later messages. The copy
+  held here must then be dropped, never decided or settled: :meth:`Intake.take` discards
+  deliveries whose channel closed or was released (a shard handed over or shut down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import aiormq.abc
+from aio_pika.abc import AbstractIncomingMessage
+
+from worker.parsing import ParsedMessage
+
+
+@dataclass(eq=False)
+class Delivery:
+    """One delivery, the channel it came on (for settling it, or knowing it is gone) and
+    what its body parsed to."""
+
+    message: AbstractIncomingMessage
+    channel: aiormq.abc.AbstractChannel
+    parsed: ParsedMessage
+
+    @property
+    def runtime_id(self) -> str | None:
+        return self.parsed.runtime_id
+
+
+OnDrop = Callable[[int], None]
+
+
+class Intake:
+    def __init__(
+        self, *, on_drop: OnDrop = lambda _: None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._inbox: deque[Delivery] = deque()
+        self._held: dict[str, deque[Delivery]] = {}
+        """Runtime → its deliveries held behind a failed one (the head is retried first)."""
+        self._retry_at: dict[str, float] = {}
+        self._released: weakref.WeakSet[aiormq.abc.AbstractChannel] = weakref.WeakSet()
+        self._arrived = asyncio.Event()
+        self._on_drop = on_drop
+        self._clock = clock
+
+    def put(self, delivery: Delivery) -> None:
+        self._inbox.append(delivery)
+        self._arrived.set()
+
+    def __len__(self) -> int:
+        return len(self._inbox) + sum(len(q) for q in self._held.values())
+
+    def alive(self, delivery: Delivery) -> bool:
+        """Whether the delivery may still be decided and settled on its channel."""
+        return not delivery.channel.is_closed and delivery.channel not in self._released
+
+    def release(self, channel: aiormq.abc.AbstractChannel) -> int:
+        """From now on, deliveries of ``channel`` are dropped; returns how many were."""
+        self._released.add(channel)
+        return self._discard_dead()
+
+    def is_held(self, runtime_id: str | None) -> bool:
+        return runtime_id is not None and runtime_id in self._held
+
+    def hold(self, delivery: Delivery, seconds: float) -> None:
+        """Retry ``delivery`` after ``seconds``; its runtime's later deliveries wait behind."""
+        runtime_id = delivery.runtime_id
+        if runtime_id is None:  # nothing to keep in order with: retry it on its own
+            runtime_id = f"\0{id(delivery)}"
+        self._held.setdefault(runtime_id, deque()).appendleft(delivery)
+        self._retry_at[runtime_id] = self._clock() + seconds
+        self._arrived.set()
+
+    def hold_behind(self, delivery: Delivery) -> None:
+        """Queue ``delivery`` behind its runtime's held ones (see :meth:`is_held`)."""
+        assert delivery.runtime_id is not None
+        self._held[delivery.runtime_id].append(delivery)
+
+    async def take(self, max_batch: int, window: float = 0.0) -> list[Delivery]:
+        """The next batch: held runtimes whose retry is due first, then the inbox, each
+        runtime's deliveries in order. Waits for at least one delivery."""
+        while True:
+            await self._wait_for_work()
+            if window > 0 and not self._due():
+                await asyncio.sleep(window)  # let the group commit fill
+            batch = self._fill(max_batch)
+            if batch:
+                return batch
+
+    async def _wait_for_work(self) -> None:
+        while True:
+            if self._inbox or self._due():
+                return
+            self._arrived.clear()
+            timeout = None
+            if self._retry_at:
+                timeout = max(min(self._retry_at.values()) - self._clock(), 0.0)
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    def _due(self) -> list[str]:
+        now = self._clock()
+        return [runtime_id for runtime_id, at in self._retry_at.items() if at <= now]
+
+    def _fill(self, max_batch: int) -> list[Delivery]:
+        """Checks each delivery as it leaves (O(batch)): a closed channel is noticed here."""
+        batch: list[Delivery] = []
+        dropped = 0
+        for runtime_id in self._due():
+            del self._retry_at[runtime_id]
+            for delivery in self._held.pop(runtime_id):
+                if self.alive(delivery):
+                    batch.append(delivery)
+                else:
+                    dropped += 1
+        while self._inbox and len(batch) < max_batch:
+            delivery = self._inbox.popleft()
+            if not self.alive(delivery):
+                dropped += 1
+            elif self.is_held(delivery.runtime_id):
+                self.hold_behind(delivery)
+            else:
+                batch.append(delivery)
+        if dropped:
+            self._on_drop(dropped)
+        return batch
+
+    def _discard_dead(self) -> int:
+        """A full sweep, for a release (rare); :meth:`_fill` checks the rest on the way out."""
+        dropped = 0
+        if any(not self.alive(d) for d in self._inbox):
+            kept = [d for d in self._inbox if self.alive(d)]
+            dropped += len(self._inbox) - len(kept)
+            self._inbox = deque(kept)
+        for runtime_id in list(self._held):
+            held = self._held[runtime_id]
+            kept = [d for d in held if self.alive(d)]
+            dropped += len(held) - len(kept)
+            if kept:
+                self._held[runtime_id] = deque(kept)
+            else:
+                del self._held[runtime_id]
+                self._retry_at.pop(runtime_id, None)
+        if dropped:
+            self._on_drop(dropped)
+        return dropped
+
+    def drain(self) -> Iterable[Delivery]:
+        """Everything still waiting (at shutdown)."""
+        for queue in [self._inbox, *self._held.values()]:
+            yield from queue
+        self._inbox = deque()
+        self._held.clear()
+        self._retry_at.clear()
