@@ -113,7 +113,7 @@ class Worker:
         self.consumers = ShardConsumers(
             self.broker, self.committer, [] if settings.membership else shards,
             prefetch=settings.prefetch, release_timeout=settings.shutdown_grace_seconds,
-            faults=faults,
+            watchdog=self.watchdog, faults=faults,
         )
         self.metrics.refreshers.append(self._refresh_gauges)
         self._supervise(first_link)
@@ -145,7 +145,9 @@ class Worker:
         await self.blobs.ping()
 
     def _supervise(self, first_link: Link) -> None:
-        assert self.broker and self.committer and self.outbox
+        assert self.broker is not None
+        assert self.committer is not None
+        assert self.outbox is not None
         self.supervisor = Supervisor(on_fatal=self._on_fatal, metrics=self.metrics)
         links = [first_link]
         broker = self.broker
@@ -167,8 +169,11 @@ class Worker:
         return self.fatal
 
     async def _serve_health(self) -> None:
-        assert self.store and self.blobs and self.consumers and self.supervisor
-        assert self.watchdog
+        assert self.store is not None
+        assert self.blobs is not None
+        assert self.consumers is not None
+        assert self.supervisor is not None
+        assert self.watchdog is not None
         self.health = HealthServer(self.metrics)
         self.health.add_check("database", self.store.ping)
         self.health.add_check("blob_store", self.blobs.ping)
@@ -177,7 +182,13 @@ class Worker:
         self.health.add_check("tasks", self.supervisor.readiness)
         if self.membership is not None:
             self.health.add_check("membership", self.membership.readiness)
+        assert self.outbox is not None
+        assert self.run_loop is not None
+        stall = self.settings.stall_seconds
+        outbox, run_loop = self.outbox, self.run_loop
         self.health.add_liveness_check("pipeline", self.watchdog.check)
+        self.health.add_liveness_check("outbox", lambda: outbox.check(stall))
+        self.health.add_liveness_check("runs", lambda: run_loop.check(stall))
         await self.health.start(port=self.settings.http_port)
 
     def _refresh_gauges(self) -> None:

@@ -106,8 +106,7 @@ class Committer:
     # -- intake ------------------------------------------------------------------------------
 
     def submit(self, message: AbstractIncomingMessage) -> None:
-        """Called by a shard consumer for each delivery (parsing cannot raise)."""
-        self._watchdog.received()
+        """Called by a shard consumer for each delivery (which counted it as received)."""
         self._idle.clear()
         try:
             channel = message.channel
@@ -129,8 +128,8 @@ class Committer:
         if self.idle:
             self._idle.set()
 
-    async def release(self, channel: aiormq.abc.AbstractChannel, timeout: float) -> None:
-        """Stop deciding deliveries of ``channel`` and wait (up to ``timeout``) until the
+    async def release(self, channel: aiormq.abc.AbstractChannel, grace: float) -> None:
+        """Stop deciding deliveries of ``channel`` and wait (up to ``grace`` s) until the
         ones already being committed are settled; the caller then closes the channel."""
         self._intake.release(channel)
 
@@ -139,7 +138,7 @@ class Committer:
 
         async with self._changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait_for(finished), timeout)
+                await asyncio.wait_for(self._changed.wait_for(finished), grace)
 
     # -- the loop ----------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Protocol
 
 import aiormq.abc
@@ -28,6 +29,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from worker.broker import BrokerLink, Link, backoff
 from worker.faults import NO_FAULTS, FaultPlan
 from worker.health import ReadinessError
+from worker.watchdog import Watchdog
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +39,7 @@ class DeliverySink(Protocol):
 
     def submit(self, message: AbstractIncomingMessage) -> None: ...
 
-    async def release(self, channel: aiormq.abc.AbstractChannel, timeout: float) -> None: ...
+    async def release(self, channel: aiormq.abc.AbstractChannel, grace: float) -> None: ...
 
 
 class ShardConsumers:
@@ -49,8 +51,10 @@ class ShardConsumers:
         *,
         prefetch: int,
         release_timeout: float = 30.0,
+        watchdog: Watchdog | None = None,
         faults: FaultPlan = NO_FAULTS,
     ) -> None:
+        self._watchdog = watchdog or Watchdog(stall_seconds=60.0)
         self._broker = broker
         self._sink = sink
         self._desired = set(queue_names)
@@ -64,12 +68,23 @@ class ShardConsumers:
         self._changing = asyncio.Lock()
         self._stopped = False
         self._repairs: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Condition()
         broker.on_up(self._link_up)
         broker.on_down(self._link_down)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        await self._faults.reach("consumer_delivery")
-        self._sink.submit(message)
+        self._watchdog.received()  # first: a delivery stuck below this line is a stall
+        try:
+            await self._faults.reach("consumer_delivery")
+            self._sink.submit(message)
+        except Exception as exc:
+            # Never left unsettled on a live channel: closing it returns every delivery of
+            # the shard to the queue, in order, and the channel is made again.
+            log.error("delivery_intake_failed", queue=message.routing_key, error=repr(exc),
+                      exc_info=exc)
+            self._watchdog.settled()
+            with contextlib.suppress(Exception):
+                await message.channel.close()
 
     @property
     def owned(self) -> frozenset[str]:
@@ -122,6 +137,7 @@ class ShardConsumers:
         self._channels[name] = channel
         self._underlay[name] = underlay
         channel.close_callbacks.add(lambda *_: self._closed_by_broker(name, channel))
+        await self._notify()
 
     def _closed_by_broker(self, name: str, channel: AbstractChannel) -> None:
         """A shard channel closed while it was still ours: make it again, unless the link
@@ -162,6 +178,15 @@ class ShardConsumers:
             with contextlib.suppress(Exception):
                 await channel.close()
         log.info("shards_released", queues=names)
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Until ``condition()`` holds; it is looked at after every change of consumers."""
+        async with self._changed:
+            await self._changed.wait_for(condition)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
     async def readiness(self) -> None:
         if self._link is None or not self._link.is_up:

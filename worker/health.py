@@ -35,8 +35,9 @@ LivenessCheck = Callable[[], Awaitable[None] | None]
 READINESS_PARTS = ("database", "blob_store", "broker", "consumers", "tasks")
 """The parts the worker registers checks for; a ready worker can reach all of them, and
 ``tasks`` (the supervisor) says every long-lived task runs."""
-LIVENESS_PARTS = ("pipeline",)
-"""The parts the worker registers liveness checks for; ``pipeline`` is the watchdog."""
+LIVENESS_PARTS = ("pipeline", "outbox", "runs")
+"""The parts the worker registers liveness checks for: ``pipeline`` is the delivery watchdog,
+``outbox`` the event relay's passes, ``runs`` the run loop's turns."""
 
 DEFAULT_CHECK_TIMEOUT_SECONDS = 2.0
 

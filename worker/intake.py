@@ -18,6 +18,7 @@ are prevented:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from collections import deque
@@ -112,10 +113,8 @@ class Intake:
             timeout = None
             if self._retry_at:
                 timeout = max(min(self._retry_at.values()) - self._clock(), 0.0)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), timeout)
-            except TimeoutError:
-                pass
 
     def _due(self) -> list[str]:
         now = self._clock()

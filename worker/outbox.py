@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import aio_pika
 import structlog
@@ -20,6 +21,7 @@ import structlog
 from persistence.ports import OutboxEvent, RuntimeStore
 from worker.broker import BrokerLink
 from worker.faults import NO_FAULTS, FaultPlan
+from worker.health import ReadinessError
 from worker.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -57,6 +59,8 @@ class OutboxRelay:
         self._poll = poll_seconds
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self.last_pass = time.monotonic()
+        """When the relay last finished a pass, published or not (its liveness)."""
         self.published = 0
         self.backlog = 0
 
@@ -95,9 +99,17 @@ class OutboxRelay:
                 await self.publish_pending()
             except Exception as exc:  # broker or store away: events wait in the outbox
                 log.warning("outbox_publish_failed", error=repr(exc))
+            self.last_pass = time.monotonic()
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._poll)
+
+    def check(self, stall_seconds: float) -> None:
+        """The liveness check: a relay that has not finished a pass for ``stall_seconds`` is
+        wedged (a pass ends within seconds, even when the broker or the store is away)."""
+        since = time.monotonic() - self.last_pass
+        if since > stall_seconds:
+            raise ReadinessError(f"outbox relay has not finished a pass for {since:.0f}s")
 
     def stop(self) -> None:
         self._stopping = True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 from uuid import UUID
@@ -30,6 +31,7 @@ from worker.core import Signal
 from worker.driver import RuntimeDriver, StartedRun
 from worker.executors import Executor, RunResult
 from worker.faults import NO_FAULTS, FaultPlan
+from worker.health import ReadinessError
 from worker.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -73,6 +75,8 @@ class RunLoop:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._running: dict[str, StartedRun] = {}
+        self._turns: dict[str, float] = {}
+        """Runtime → when its current turn began (monotonic), for the liveness check."""
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -133,6 +137,22 @@ class RunLoop:
                 self._idle.set()
 
     async def _one_turn(self, runtime_id: str) -> bool:
+        self._turns[runtime_id] = time.monotonic()
+        try:
+            return await self._turn(runtime_id)
+        finally:
+            del self._turns[runtime_id]
+
+    def check(self, stall_seconds: float) -> None:
+        """The liveness check: a turn (stage, executor, boundary) that outlasts the executor
+        timeout by ``stall_seconds`` is wedged somewhere no timeout reaches."""
+        limit = self._timeout + stall_seconds
+        now = time.monotonic()
+        stuck = sorted(r for r, began in self._turns.items() if now - began > limit)
+        if stuck:
+            raise ReadinessError(f"{len(stuck)} run turn(s) stuck for over {limit:.0f}s")
+
+    async def _turn(self, runtime_id: str) -> bool:
         await self._faults.reach("run_turn")
         started = await self._driver.start_run(runtime_id)
         if started is None:

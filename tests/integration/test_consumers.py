@@ -36,11 +36,13 @@ async def test_a_shard_channel_closed_by_the_broker_is_consumed_again_once(stack
     # An ack of a delivery tag the broker never sent is a channel error: it closes the channel.
     await consumers._underlay[name].basic_ack(delivery_tag=999_999)
 
-    async def made_again() -> None:
-        while consumers._channels.get(name) in (None, before):
-            await asyncio.sleep(0.05)
+    def made_again() -> bool:
+        return consumers._channels.get(name) not in (None, before)
 
-    await asyncio.wait_for(made_again(), 30)
+    try:
+        await asyncio.wait_for(consumers.wait_for(made_again), 30)
+    except TimeoutError:
+        raise AssertionError(f"{name} was not consumed again within 30s") from None
     await consumers.readiness()
     assert set((await consumer_counts(stack)).values()) == {1}
     reply = await stack.request(build_prompt(new_runtime_id(), "still served", []))

@@ -118,7 +118,7 @@ async def test_healthz_recovers_when_the_check_passes_again(server: HealthServer
 
 def test_the_parts_the_worker_registers() -> None:
     assert "tasks" in READINESS_PARTS
-    assert LIVENESS_PARTS == ("pipeline",)
+    assert LIVENESS_PARTS == ("pipeline", "outbox", "runs")
 
 
 async def test_readyz_is_200_when_every_check_passes(server: HealthServer) -> None:
