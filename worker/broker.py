@@ -26,7 +26,7 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
-from worker.faults import NO_FAULTS, FaultPlan
+from worker.faults import NO_FAULTS, FaultInjected, FaultPlan
 from worker.health import ReadinessError
 from worker.topology import Topology
 
@@ -115,21 +115,29 @@ class BrokerLink:
         link already made by :meth:`connect_once` at start-up."""
         attempt = 0
         while True:
-            await self._faults.reach("broker_session")
             try:
                 link = first or await self.connect_once()
-                first = None
             except Exception as exc:
                 attempt += 1
                 log.warning("broker_connect_failed", attempt=attempt, error=repr(exc))
                 await asyncio.sleep(backoff(attempt))
                 continue
-            attempt = 0
+            first = None
             try:
+                await self._faults.reach("broker_session")
                 await self._serve(link)
-            except Exception as exc:  # a listener failed on the new link: start afresh
-                log.warning("broker_link_setup_failed", error=repr(exc))
-                await asyncio.sleep(backoff(1))
+                attempt = 0
+            except FaultInjected:
+                raise
+            except Exception as exc:
+                # A listener failed on the new link (after a broker restart a quorum queue
+                # may not have a leader yet): start afresh, backing off.
+                attempt += 1
+                log.warning("broker_link_setup_failed", attempt=attempt, error=repr(exc))
+                await asyncio.sleep(backoff(attempt))
+            finally:
+                with contextlib.suppress(Exception):
+                    await link.connection.close()
 
     async def _serve(self, link: Link) -> None:
         self.connects += 1

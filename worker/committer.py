@@ -151,9 +151,8 @@ class Committer:
             for delivery in crashed:
                 await self._fail(delivery, RuntimeError("the committer stopped on this batch"))
         while True:
-            batch = await self._intake.take(self._max_batch, self._window)
+            batch = self._in_flight = await self._intake.take(self._max_batch, self._window)
             await self._faults.reach("committer_loop")
-            self._in_flight = batch
             await self._process(batch)
             await self._done_with_batch()
 

@@ -105,10 +105,11 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wakeup.wait(), self._poll)
 
     def check(self, stall_seconds: float) -> None:
-        """The liveness check: a relay that has not finished a pass for ``stall_seconds`` is
-        wedged (a pass ends within seconds, even when the broker or the store is away)."""
+        """The liveness check: a relay that has not finished a pass for ``stall_seconds``
+        beyond its poll interval is wedged (a pass ends within seconds, even when the broker
+        or the store is away)."""
         since = time.monotonic() - self.last_pass
-        if since > stall_seconds:
+        if since > stall_seconds + self._poll:
             raise ReadinessError(f"outbox relay has not finished a pass for {since:.0f}s")
 
     def stop(self) -> None:

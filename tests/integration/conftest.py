@@ -96,7 +96,7 @@ async def stack_factory(
 
     async def make(executor: Executor | None = None, delivery_limit: int = 5, *,
                    topology: Topology | None = None, worker_id: str | None = None,
-                   **overrides: Any) -> Stack:
+                   serve_http: bool = False, **overrides: Any) -> Stack:
         if topology is None:
             topology = topology_factory(shards=4, delivery_limit=delivery_limit)
         settings = Settings(
@@ -105,7 +105,7 @@ async def stack_factory(
             shards=topology.shards, delivery_limit=topology.delivery_limit, http_port=0,
             group_commit_window_ms=5, shutdown_grace_seconds=5, **overrides,
         )
-        worker = Worker(settings, topology, executor=executor, serve_http=False,
+        worker = Worker(settings, topology, executor=executor, serve_http=serve_http,
                         worker_id=worker_id)
         await worker.start()
         connection = await aio_pika.connect_robust(amqp_url)
