@@ -17,7 +17,7 @@ from uuid import UUID
 
 from persistence.codec import blob_ids_of, to_utc
 from persistence.errors import DuplicateRow, ReceiptConflict, StoreError, VersionConflict
-from persistence.ports import OutboxEvent, StoredRuntime
+from persistence.ports import OutboxEntry, OutboxEvent, StoredRuntime
 from schemas import CommandCompleted, EventEnvelope, InputPhase, RuntimePhase
 from worker.core.model import (
     BoundaryReceipt,
@@ -222,6 +222,27 @@ class MemoryRuntimeStore:
             for record in stored.inputs.values()
             for blob_id in blob_ids_of(record)
         }
+
+    # HistoryReader: read-only, whole histories, for the history checker.
+
+    async def read_runtime_row(self, runtime_id: str) -> RuntimeRow | None:
+        return self._stored(runtime_id).row
+
+    async def read_receipts(self, runtime_id: str) -> list[BoundaryReceipt]:
+        return sorted(
+            self._stored(runtime_id).receipts.values(),
+            key=lambda r: (r.committed_at, r.sequence, r.run_id),
+        )
+
+    async def read_commands(self, runtime_id: str) -> list[CommandCompleted]:
+        return list(self._stored(runtime_id).commands.values())
+
+    async def read_outbox(self, runtime_id: str) -> list[OutboxEntry]:
+        return [
+            OutboxEntry(o.position, o.event, o.sent_at is not None)
+            for o in sorted(self._outbox.values(), key=lambda o: o.position)
+            if o.event.runtime_id == runtime_id
+        ]
 
     async def ping(self) -> None:
         return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from schemas import CommandCompleted, EventEnvelope
@@ -30,6 +30,44 @@ class StoredRuntime:
 class OutboxEvent:
     position: int
     event: EventEnvelope
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """An outbox event and whether the relay has marked it sent."""
+
+    position: int
+    event: EventEnvelope
+    sent: bool
+
+
+@runtime_checkable
+class HistoryReader(Protocol):
+    """Read-only, unabridged queries for the history checker (``meerkat-worker verify``).
+
+    Kept apart from :class:`RuntimeStore`: the worker never needs them, and they read whole
+    histories (every receipt, every outbox event) where the worker reads only what is live.
+    """
+
+    async def read_runtime_row(self, runtime_id: str) -> RuntimeRow | None:
+        """The stored runtime row, or None when the runtime was never stored."""
+        ...
+
+    async def list_inputs(self, runtime_id: str) -> list[InputRecord]:
+        """Every stored input of the runtime (terminal ones too), in admission order."""
+        ...
+
+    async def read_receipts(self, runtime_id: str) -> list[BoundaryReceipt]:
+        """Every boundary receipt of the runtime, oldest first."""
+        ...
+
+    async def read_commands(self, runtime_id: str) -> list[CommandCompleted]:
+        """Every stored command outcome of the runtime."""
+        ...
+
+    async def read_outbox(self, runtime_id: str) -> list[OutboxEntry]:
+        """Every outbox event of the runtime, sent or not, in outbox order."""
+        ...
 
 
 class RuntimeStore(Protocol):

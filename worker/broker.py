@@ -151,9 +151,9 @@ class BrokerLink:
         link.connection.close_callbacks.add(mark_lost)
         link.publish_channel.close_callbacks.add(mark_lost)
         try:
-            await self._set(link)
-            for listener in self._on_up:
+            for listener in self._on_up:  # consumers are consuming once the link is shown up
                 await listener(link)
+            await self._set(link)
             await lost
         finally:
             await self._set(None)

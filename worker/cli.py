@@ -1,10 +1,12 @@
 """The ``meerkat-worker`` command line.
 
 Each command is a handler ``cmd_<name>(args, settings) -> int`` in ``worker.cli_ops`` (store
-and worker commands) or ``worker.cli_broker`` (broker commands), imported when it runs.
+and worker commands), ``worker.cli_broker`` (broker commands) or ``worker.cli_verify`` (the
+history checker), imported when it runs.
 
-Exit codes: 0 ok, 2 usage or configuration error, 3 a dependency (broker, database, blob store)
-cannot be reached, 4 the worker rejected the request.
+Exit codes: 0 ok, 1 a check found problems (``topology check``, ``verify``), 2 usage or
+configuration error, 3 a dependency (broker, database, blob store) cannot be reached, 4 the
+worker rejected the request.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ _IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
     "dlq replay": ("worker.cli_broker", "cmd_dlq_replay"),
     "blobs gc": ("worker.cli_ops", "cmd_blobs_gc"),
     "schemas export": ("worker.cli", "cmd_schemas_export"),
+    "verify": ("worker.cli_verify", "cmd_verify"),
 }
 
 
@@ -147,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dlq(commands)
     _add_blobs(commands)
     _add_schemas(commands)
+    _add_verify(commands)
     return parser
 
 
@@ -218,6 +222,17 @@ def _add_schemas(commands: Commands) -> None:
     export = _command(schemas, "export", "write the JSON Schemas and the AsyncAPI document",
                       "schemas export")
     export.add_argument("directory", type=Path, metavar="DIR")
+
+
+def _add_verify(commands: Commands) -> None:
+    verify = _command(commands, "verify",
+                      "check the store, events and dead queue against a published log")
+    verify.add_argument("--published", type=existing_file, required=True, metavar="FILE",
+                        help="the producer's log of published messages (JSON lines)")
+    verify.add_argument("--events", type=existing_file, metavar="FILE",
+                        help="a capture of the events exchange (JSON lines); without it, "
+                             "outbox events not marked sent are counted")
+    verify.add_argument("--json", action="store_true", help="print one JSON document")
 
 
 def _version() -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -136,6 +136,14 @@ class Settings(BaseSettings):
                   if isinstance(s, EnvSettingsSource)]
         secret_files = SecretFileSource(settings_cls, scopes)
         return init_settings, env_settings, secret_files, dotenv_settings
+
+    @field_validator("fault")
+    @classmethod
+    def _fault_plan_parses(cls, value: str | None) -> str | None:
+        from worker.faults import FaultPlan  # a bad plan is a configuration error (exit 2)
+
+        FaultPlan.parse(value)
+        return value
 
     def redacted(self) -> dict[str, Any]:
         """All settings, safe to log: secrets shown as URLs with the password masked."""

@@ -26,6 +26,7 @@ from persistence.plan import plan_writes
 from persistence.ports import OutboxEvent, StoredRuntime
 from persistence.sql.engine import WRITE_OPTION, database_url, is_sqlite, make_engine, safe_url
 from persistence.sql.failures import DATABASE_ERRORS, store_error
+from persistence.sql.history import SqlHistoryQueries
 from persistence.sql.tables import (
     boundary_receipts,
     event_outbox,
@@ -49,8 +50,9 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class SqlRuntimeStore:
-    """``RuntimeStore`` over a SQL database. Open it with :func:`open_store`."""
+class SqlRuntimeStore(SqlHistoryQueries):
+    """``RuntimeStore`` (and ``HistoryReader``) over a SQL database. Open it with
+    :func:`open_store`."""
 
     def __init__(
         self, engine: AsyncEngine, url: URL, *, clock: Callable[[], datetime] = _utc_now

@@ -154,3 +154,13 @@ async def assert_applied_exactly_once(
     assert set(rows.values()) == {1}
     assert set(receipts) == expected
     assert set(receipts.values()) == {1}, "each input in exactly one receipt"
+
+
+async def assert_publish_order(
+    store: RuntimeStore, runtimes: list[str], envelopes: list[InputEnvelope]
+) -> None:
+    """Per runtime, admission order (the admission sequence) equals publish order."""
+    for runtime_id in runtimes:
+        published = [e.input.header.id for e in envelopes if e.runtime_id == runtime_id]
+        inputs = sorted(await store.list_inputs(runtime_id), key=lambda r: r.admission_seq)
+        assert [r.input_id for r in inputs] == published, f"order of {runtime_id}"

@@ -1,5 +1,5 @@
 """Two workers on one topology spread its shards between them, and hand them over when one
-joins or leaves without losing a message or applying one twice.
+joins or leaves without losing a message, applying one twice, or changing a runtime's order.
 
 The heartbeat interval is an hour, so nothing moves unless a test calls ``tick()``: each step of
 a handover happens exactly when the test says.
@@ -21,6 +21,7 @@ from tests.integration.conftest import (
     Stack,
     StackFactory,
     assert_applied_exactly_once,
+    assert_publish_order,
     new_runtime_id,
 )
 from worker.dlq import list_dead
@@ -151,6 +152,7 @@ async def test_messages_published_across_a_join_and_a_leave_are_applied_exactly_
     await asyncio.wait_for(second.worker.run_until_idle(), 60)
     assert second.worker.store is not None
     await assert_applied_exactly_once(second.worker.store, runtimes, published)
+    await assert_publish_order(second.worker.store, runtimes, published)
     assert await list_dead(first.channel, limit=10, topology=topology) == []
 
 

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from tenacity import AsyncRetrying, RetryError, stop_after_delay, wait_fixed
 
+from schemas import EventEnvelope
 from tests.integration.conftest import Stack, StackFactory, new_runtime_id
 from worker.publish import build_prompt
 
@@ -49,10 +50,14 @@ async def consumes_prompts(stack: Stack, count: int = 5) -> None:
     for envelope in envelopes:
         await stack.publish(envelope)
     for envelope in envelopes:
-        input_id = str(envelope.input.header.id)
-        await stack.wait_for_event(
-            lambda e, i=input_id: e.code.value == "input.consumed" and e.data["input_id"] == i
-        )
+        await stack.wait_for_event(consumed(str(envelope.input.header.id)))
+
+
+def consumed(input_id: str) -> Callable[[EventEnvelope], bool]:
+    def matches(event: EventEnvelope) -> bool:
+        return event.code.value == "input.consumed" and event.data["input_id"] == input_id
+
+    return matches
 
 
 async def restarts(stack: Stack, task: str) -> float:

@@ -24,6 +24,7 @@ COMMANDS = [
     "dlq replay",
     "blobs gc",
     "schemas export",
+    "verify",
 ]
 GROUPS = ["topology", "send", "dlq", "blobs", "schemas"]
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import textwrap
 import timeit
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +44,20 @@ def test_every_named_point_is_known() -> None:
     }
     assert set(FAULT_POINTS) == crash_points | set(SUPERVISED_LOOPS)
     assert all(description.strip() for description in FAULT_POINTS.values())
+
+
+def test_every_point_the_code_reaches_is_known() -> None:
+    """A misspelt point would only fail in a fault run; catch it in every run instead."""
+    root = Path(__file__).resolve().parents[2]
+    reached = re.compile(r"""\.reach(?:_sync)?\(\s*["']([^"']+)["']""")
+    named = {
+        (str(path.relative_to(root)), point)
+        for package in ("worker", "persistence")
+        for path in (root / package).rglob("*.py")
+        for point in reached.findall(path.read_text(encoding="utf-8"))
+    }
+    assert named, "no fault point is reached anywhere"
+    assert sorted(p for p in named if p[1] not in FAULT_POINTS) == []
 
 
 @pytest.mark.parametrize("spec", [None, "", "  "])

@@ -1,0 +1,1 @@
+"""History checking: what a producer published against what the worker stored and emitted."""
