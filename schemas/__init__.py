@@ -69,6 +69,7 @@ from schemas.outcomes import (
     RejectReason,
     Reply,
     RuntimeDestroyed,
+    RuntimeUnknown,
     TooLarge,
 )
 from schemas.states import (
@@ -167,6 +168,7 @@ __all__ = [
     "RuntimeDestroyed",
     "RuntimeId",
     "RuntimePhase",
+    "RuntimeUnknown",
     "SimpleAbandonCode",
     "SimpleAbandonReason",
     "Stop",

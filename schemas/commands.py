@@ -7,7 +7,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from schemas._base import Frozen, RuntimeId
+from schemas._base import Frozen, RuntimeId, StrictBool
 from schemas.states import SimpleAbandonCode
 
 
@@ -18,7 +18,7 @@ class _Command(Frozen):
 
 class Retire(_Command):
     command_type: Literal["retire"] = "retire"
-    abandon_pending: bool = False
+    abandon_pending: StrictBool = False
 
 
 class Reset(_Command):

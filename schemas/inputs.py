@@ -6,9 +6,9 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
-from schemas._base import Frozen, Key, RuntimeId
+from schemas._base import Frozen, Key, RuntimeId, StrictBool, StrictInt, Timestamp
 from schemas.content import Content, ContentBlock
 
 
@@ -36,7 +36,7 @@ class PeerSource(Frozen):
 class FlowSource(Frozen):
     type: Literal["flow"] = "flow"
     flow_id: str = Field(min_length=1)
-    step_index: int = Field(ge=0)
+    step_index: StrictInt = Field(ge=0)
 
 
 class SystemSource(Frozen):
@@ -55,13 +55,13 @@ InputSource = Annotated[
 
 
 class Visibility(Frozen):
-    transcript_eligible: bool = True
-    operator_eligible: bool = True
+    transcript_eligible: StrictBool = True
+    operator_eligible: StrictBool = True
 
 
 class InputHeader(Frozen):
     id: UUID
-    timestamp: AwareDatetime
+    timestamp: Timestamp
     source: InputSource
     durability: Durability
     visibility: Visibility = Visibility()

@@ -66,6 +66,18 @@ class IllegalCommand(Frozen):
     detail: str
 
 
+class RuntimeUnknown(Frozen):
+    """A command named a runtime that does not exist: no message for it was ever accepted.
+
+    Its own type rather than ``illegal_command``: there is no state to name, and a producer can
+    tell a wrong runtime id from a command that came too early.
+    """
+
+    reject_type: Literal["runtime_unknown"] = "runtime_unknown"
+    command_type: str
+    detail: str
+
+
 RejectReason = Annotated[
     NotReady
     | RuntimeDestroyed
@@ -76,7 +88,8 @@ RejectReason = Annotated[
     | TooLarge
     | ImageInvalid
     | Malformed
-    | IllegalCommand,
+    | IllegalCommand
+    | RuntimeUnknown,
     Field(discriminator="reject_type"),
 ]
 

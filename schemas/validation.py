@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from schemas.content import ContentBlock, ImageMediaType, InlineImageBlock
+from schemas.content import BlobImageBlock, ContentBlock, ImageMediaType, InlineImageBlock
 from schemas.inputs import (
     ContinuationInput,
     Durability,
@@ -166,11 +166,14 @@ def validate_input(
         raise InputRejected(
             PayloadInvalid(detail="external_event payload may not carry a top-level 'blocks' key")
         )
-    images = [b for b in content_blocks(item) if isinstance(b, InlineImageBlock)]
+    # Blob references count too: each one costs a blob store lookup at admission and a read at
+    # every run, so an unbounded list of them is as costly as unbounded inline images.
+    images = [b for b in content_blocks(item) if isinstance(b, InlineImageBlock | BlobImageBlock)]
     if len(images) > limits.max_images:
         raise InputRejected(TooLarge(limit="images", actual=len(images), maximum=limits.max_images))
     for block in images:
-        decode_image(block, limits)
+        if isinstance(block, InlineImageBlock):
+            decode_image(block, limits)
 
 
 def _check_durability(item: AnyInput) -> None:

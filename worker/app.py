@@ -91,6 +91,7 @@ class Worker:
         assert self.blobs is not None
         self.driver = RuntimeDriver(self.store, self.blobs, limits=settings.limits.to_limits(),
                                     max_cached_runtimes=settings.max_cached_runtimes,
+                                    destroy_unknown_runtimes=settings.destroy_unknown_runtimes,
                                     faults=faults)
         executor = self.executor or load_executor(settings.executor)
         self.run_loop = RunLoop(self.driver, executor,

@@ -113,7 +113,8 @@ class Committer:
         except Exception:  # closed already: the broker has it back
             self._dropped(1)
             return
-        parsed = parse_delivery(message.body, message.type, self._limits)  # TEMP-KWARGS
+        parsed = parse_delivery(message.body, message.type, self._limits,
+                                routing_key=message.routing_key, message_id=message.message_id)
         kind = {ParsedInput: "input", ParsedCommand: "command"}.get(type(parsed), "malformed")
         self._metrics.messages_received.labels(kind=kind).inc()
         self._intake.put(Delivery(message, channel, parsed))

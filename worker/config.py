@@ -47,7 +47,7 @@ class LimitSettings(BaseModel):
     max_message_bytes: int = Field(8 * MiB, ge=1)
     max_image_bytes: int = Field(5 * MiB, ge=1)
     max_images: int = Field(16, ge=0)
-    max_json_depth: int = Field(64, ge=2, le=512)
+    max_json_depth: int = Field(64, ge=2, le=200)
 
     def to_limits(self) -> Limits:
         return Limits(

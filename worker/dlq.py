@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ from worker import settle
 from worker.publish import DEFAULT_TOPOLOGY, publish_confirmed
 from worker.settle import ERROR_HEADER
 from worker.topology import Topology
+from worker.wire import PARSER_MAX_DEPTH, NotStrictJson, read_strict_json
 
 _DEATH_HEADERS = frozenset(
     {
@@ -183,8 +183,8 @@ def _deaths(headers: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _runtime_id(body: bytes) -> str | None:
     try:
-        document = json.loads(body)
-    except ValueError:
+        document = read_strict_json(body, PARSER_MAX_DEPTH)
+    except NotStrictJson:
         return None
     runtime_id = document.get("runtime_id") if isinstance(document, dict) else None
     return runtime_id if isinstance(runtime_id, str) else None

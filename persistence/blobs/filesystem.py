@@ -14,6 +14,7 @@ import contextlib
 import functools
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -66,7 +67,7 @@ class FileBlobStore:
         return decode_envelope(blob_id, raw)
 
     async def exists(self, blob_id: str) -> bool:
-        return await self._in_thread(self.path_for(blob_id).is_file)
+        return await self._in_thread(_is_stored, self.path_for(blob_id))
 
     async def delete(self, blob_id: str) -> None:
         await self._in_thread(functools.partial(self.path_for(blob_id).unlink, missing_ok=True))
@@ -92,6 +93,17 @@ def _read(path: Path, blob_id: str) -> bytes:
         return path.read_bytes()
     except FileNotFoundError as exc:
         raise BlobNotFound(blob_id) from exc
+
+
+def _is_stored(path: Path) -> bool:
+    """Whether the blob's file is there. Only "no such file" means no: ``Path.is_file`` would
+    also say False when the root is not a directory (ENOTDIR), and admission would then refuse
+    an input for good because the blob store could not answer. Any other OSError propagates and
+    becomes StoreUnavailable."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _write_atomically(path: Path, envelope: bytes) -> None:

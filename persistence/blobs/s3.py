@@ -119,11 +119,23 @@ class S3BlobStore:
         return decode_envelope(blob_id, raw)
 
     async def exists(self, blob_id: str) -> bool:
+        """Whether the blob is stored; StoreUnavailable when S3 cannot say.
+
+        A HEAD has no body, so S3's 404 cannot tell a missing object from a missing bucket
+        (the SDK calls both NoSuchKey). Admission refuses an input for good on a False, so a
+        False is confirmed by asking for the bucket: a bucket deleted or not yet made is an
+        outage, not a missing blob.
+        """
         key = self.key_for(blob_id)
         await self._ready()
         try:
             await self._sdk(self._client.stat_object, self.bucket, key)
         except _ObjectMissingError:
+            if not await self._sdk(self._client.bucket_exists, self.bucket):
+                self._bucket_ready = False
+                raise StoreUnavailable(
+                    f"S3 {self.endpoint}/{self.bucket}: the bucket does not exist"
+                ) from None
             return False
         return True
 

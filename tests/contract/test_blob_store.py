@@ -183,6 +183,13 @@ async def test_exists_and_delete_are_idempotent(blob_store: BlobStore) -> None:
         await blob_store.get(blob_id)
 
 
+async def test_exists_says_no_only_for_a_blob_never_stored(blob_store: BlobStore) -> None:
+    stored = await blob_store.put_image("image/png", png(10))
+
+    assert await blob_store.exists(stored)
+    assert not await blob_store.exists(KNOWN_ID)
+
+
 async def test_list_blobs_names_every_blob(blob_store: BlobStore) -> None:
     assert await blob_store.list_blobs() == []
     ids = {await blob_store.put_image("image/png", png(seed)) for seed in range(3)}
@@ -326,6 +333,20 @@ async def test_an_unusable_directory_is_unavailable(tmp_path: Path) -> None:
         await store.ping()
 
 
+@pytest.mark.unit
+async def test_exists_on_an_unusable_directory_is_unavailable_not_missing(tmp_path: Path) -> None:
+    # Admission refuses an input for good when its blob is missing: a store that cannot look
+    # must say so (transient), or an outage would turn into permanent rejections.
+    root = tmp_path / "a-file"
+    root.write_text("not a directory")
+    store = FileBlobStore(root)
+
+    with pytest.raises(StoreUnavailable):
+        await store.exists(KNOWN_ID)
+    with pytest.raises(StoreUnavailable):
+        await store.get(KNOWN_ID)
+
+
 # --- S3 ---------------------------------------------------------------------------------------
 
 
@@ -395,3 +416,32 @@ async def test_unreachable_s3_is_unavailable_and_keeps_the_secret() -> None:
 
     assert "top/secret" not in str(raised.value)
     assert "top/secret" not in repr(store)
+
+
+@pytest.mark.unit
+async def test_exists_on_unreachable_s3_is_unavailable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = open_blob_store(f"s3://key:secret@127.0.0.1:{port}/bucket?secure=false")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.exists(KNOWN_ID)
+    finally:
+        await store.close()
+
+
+@pytest.mark.integration
+async def test_exists_with_the_bucket_gone_is_unavailable_not_missing(
+    s3_blob_store: S3BlobStore, s3_server: S3Server
+) -> None:
+    blob_id = await s3_blob_store.put_image(KNOWN_MEDIA_TYPE, KNOWN_DATA)
+    client = Minio(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, secure=False)
+    client.remove_object(s3_blob_store.bucket, s3_blob_store.key_for(blob_id))
+    client.remove_bucket(s3_blob_store.bucket)
+
+    # S3 answers a HEAD for an object in a missing bucket with a bare 404, like a missing object.
+    with pytest.raises(StoreUnavailable, match="bucket"):
+        await s3_blob_store.exists(blob_id)
+    # The next call makes the bucket again, and then the blob is simply not there.
+    assert not await s3_blob_store.exists(blob_id)

@@ -114,7 +114,8 @@ async def test_the_cache_forgets_runtimes_at_rest_past_its_cap(harness: Harness)
     busy, idle_ids = new_runtime_id(), [new_runtime_id() for _ in range(3)]
     await driver.accept_input(busy, prompt("waiting"))  # a queued input: never evicted
     for runtime_id in idle_ids:
-        await driver.apply_command(runtime_id, retire())  # at rest: no live input
+        await driver.accept_input(runtime_id, prompt("dropped"))
+        await driver.apply_command(runtime_id, retire(abandon_pending=True))  # at rest
     assert driver.cached(busy) is not None
     assert [r for r in idle_ids if driver.cached(r) is not None] == idle_ids[-1:]
     reloaded = await driver.load(idle_ids[0])

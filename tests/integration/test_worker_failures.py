@@ -81,6 +81,7 @@ async def test_an_illegal_command_is_dead_lettered_and_answered(stack: Stack) ->
 
 async def test_input_to_a_retired_runtime_is_refused_as_not_ready(stack: Stack) -> None:
     runtime_id = new_runtime_id()
+    await stack.request(build_prompt(runtime_id, "in time", []))
     await stack.request(build_command(runtime_id, "retire"))
     reply = await stack.request(build_prompt(runtime_id, "too late", []))
     assert isinstance(reply.outcome, Rejected)

@@ -3,12 +3,19 @@
 A command is legal when the runtime table has a row for (phase, command's trigger); the effect on
 inputs is computed here, and every changed input, the runtime row and the command's dedupe record
 are committed together.
+
+A command cannot bring a runtime into being by default in production: anyone who can publish
+could otherwise fill the store with rows for ids that never had a message (a stop, retire or
+reset for a typo'd id), or plant a destroyed tombstone on an id that some future runtime will
+want. What a command may do to an unknown runtime (version 0: nothing stored) is therefore a
+policy the shell passes in, :class:`UnknownRuntimes`; refusing writes nothing at all.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from enum import StrEnum
 from uuid import UUID
 
 from schemas import (
@@ -30,6 +37,7 @@ from schemas import (
     Retire,
     RuntimeDestroyed,
     RuntimePhase,
+    RuntimeUnknown,
     SimpleAbandonCode,
     SimpleAbandonReason,
     Stop,
@@ -62,6 +70,17 @@ TRIGGER_OF: dict[type[AnyCommand], RuntimeTrigger] = {
 }
 
 
+class UnknownRuntimes(StrEnum):
+    """What a command may do to a runtime that no accepted message has created (version 0)."""
+
+    CREATE = "create"
+    """The command itself brings the runtime into being (``initializing`` → ``idle``) first."""
+    REFUSE = "refuse"
+    """Every such command is refused with ``runtime_unknown``; nothing is written."""
+    DESTROY_ONLY = "destroy_only"
+    """Refused as with ``REFUSE``, except ``destroy``, which tombstones the id for good."""
+
+
 _EffectFn = Callable[[Runtime, AnyCommand, RuntimePhase, Context], "_Effect"]
 
 
@@ -80,15 +99,25 @@ def apply_command(
     ctx: Context,
     *,
     stored_outcome: CommandCompleted | None = None,
+    unknown_runtimes: UnknownRuntimes = UnknownRuntimes.CREATE,
 ) -> Decision:
     """Decide ``command``; raise :class:`CommandRefused` when the runtime's phase forbids it.
 
     ``stored_outcome`` is the outcome recorded for this command id earlier (the shell looks it
-    up): a redelivered command is answered again and changes nothing.
+    up): a redelivered command is answered again and changes nothing. ``unknown_runtimes`` says
+    whether the command may create a runtime that was never stored (the worker refuses).
     """
     if stored_outcome is not None:
         repeat = stored_outcome.model_copy(update={"deduplicated": True})
         return Decision(runtime=runtime, mutations=(), events=(), outcome=repeat)
+    if runtime.version == 0 and not _may_create(unknown_runtimes, command):
+        raise CommandRefused(
+            RuntimeUnknown(
+                command_type=command.command_type,
+                detail=f"runtime {runtime.runtime_id!r} does not exist: "
+                "no message for it has been accepted",
+            )
+        )
     current, events = ensure_created(runtime, ctx)
     trigger = TRIGGER_OF[type(command)]
     try:
@@ -128,6 +157,12 @@ def apply_command(
         outcome=outcome,
         reload_after_commit=effect.reload_after_commit,
     )
+
+
+def _may_create(policy: UnknownRuntimes, command: AnyCommand) -> bool:
+    if policy is UnknownRuntimes.CREATE:
+        return True
+    return policy is UnknownRuntimes.DESTROY_ONLY and isinstance(command, Destroy)
 
 
 def _refusal(runtime: Runtime, command: AnyCommand) -> RuntimeDestroyed | IllegalCommand:

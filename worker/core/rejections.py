@@ -1,4 +1,9 @@
-"""Rejections: an input or command refused for good still leaves a trace on the event stream."""
+"""Rejections: an input or command refused for good still leaves a trace on the event stream.
+
+A rejection writes no row, only its outbox event (which has no foreign key to the runtimes
+table). So a message refused for a runtime that does not exist, whatever the reason, leaves that
+runtime not existing: junk addressed to made-up ids costs an event each, never a runtime row.
+"""
 
 from __future__ import annotations
 
