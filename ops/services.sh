@@ -3,7 +3,9 @@
 # PostgreSQL on 127.0.0.1:5432 (user postgres, no password: trust) and RabbitMQ on
 # 127.0.0.1:5672 (guest/guest) with the consistent-hash exchange plugin. Idempotent: whatever
 # already runs is left alone. When a Docker daemon answers, the tests start their own containers
-# and this script does nothing. S3 needs nothing: the tests run an in-process moto server.
+# and this script does nothing more. S3 needs nothing: the tests run an in-process moto server.
+# The fault suite needs the RabbitMQ and PostgreSQL server packages in any case (it starts
+# private instances of its own), so those are checked first.
 set -euo pipefail
 
 readonly PG_HOST=127.0.0.1
@@ -11,6 +13,8 @@ readonly PG_PORT=5432
 readonly RABBITMQ_PLUGIN=rabbitmq_consistent_hash_exchange
 readonly RABBITMQ_START_SECONDS=90
 readonly PG_START_SECONDS=30
+readonly RABBITMQ_BIN=/usr/lib/rabbitmq/bin
+readonly RABBITMQ_SERVER_BIN=$RABBITMQ_BIN/rabbitmq-server
 
 say() { echo "services: $*"; }
 die() { echo "services: ERROR: $*" >&2; exit 1; }
@@ -111,6 +115,33 @@ ensure_rabbitmq() {
     say "RabbitMQ accepts AMQP connections on 127.0.0.1:5672"
 }
 
+# --- the fault suite's private services -----------------------------------------------------
+
+ensure_fault_suite_tools() {
+    # tests/faults/test_fault_suite.py restarts its dependencies, so it starts a RabbitMQ node
+    # and a PostgreSQL cluster of its own from the server packages (never the services above),
+    # with or without Docker. It needs the packages only, no running service.
+    if [ ! -x "$RABBITMQ_SERVER_BIN" ]; then
+        apt_install rabbitmq-server
+    fi
+    if ! command -v pg_createcluster >/dev/null 2>&1 || [ -z "$(pg_version)" ]; then
+        apt_install postgresql
+    fi
+    local version
+    version="$("$RABBITMQ_BIN/rabbitmqctl" version 2>/dev/null || true)"
+    case "$version" in
+        3.10.*) ;;
+        # Not fatal here: the other tiers do not care; the fault suite fails with this reason.
+        *) say "WARNING: the fault suite expects RabbitMQ 3.10.x; rabbitmqctl version says" \
+               "'${version:-nothing}'" ;;
+    esac
+    if [ "$(id -u)" -ne 0 ]; then
+        say "WARNING: the fault suite runs pg_createcluster and a RabbitMQ node; run as root"
+    fi
+    say "fault suite: $RABBITMQ_SERVER_BIN (RabbitMQ ${version:-?})," \
+        "pg_createcluster (PostgreSQL $(pg_version))"
+}
+
 # --- helpers ----------------------------------------------------------------------------------
 
 wait_for() {
@@ -127,6 +158,7 @@ wait_for() {
 }
 
 main() {
+    ensure_fault_suite_tools
     if command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1; then
         say "a Docker daemon answers: the tests start their own containers (testcontainers)"
         return

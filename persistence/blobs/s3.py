@@ -212,7 +212,7 @@ class S3BlobStore:
 
 def _http_client(timeout_seconds: float) -> urllib3.PoolManager:
     """The SDK's own defaults, except for shorter timeouts and fewer retries: a worker should
-    notice an outage in seconds, requeue its message and back off, not hang for minutes."""
+    notice an outage in seconds, hold its batch and back off, not hang for minutes."""
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=timeout_seconds, read=timeout_seconds),
         maxsize=16,

@@ -1,69 +1,35 @@
-"""Worker processes started as a user would (``python -m worker run``), to kill and restart."""
+"""Fixtures of the fault tests, and the result table printed at the end of the session.
+
+Two kinds of fault tests live here. ``test_worker_crash.py`` kills workers on the shared test
+services (``worker_env`` / ``worker_factory``). The fault suite (``test_fault_suite.py``) also
+stops and restarts the services themselves, so it runs on private ones: a RabbitMQ node, a
+PostgreSQL cluster and an S3 server of the session's own, started once per session (a node
+takes seconds to boot) and handed to each run through ``dependencies``; each run makes its own
+topology, database and bucket on them (``fault_run``).
+
+``pytest_terminal_summary`` prints the table of :mod:`tests.faults.report` whenever any run
+of the suite was recorded, failed runs included, and writes it to ``.faults/report.md``.
+"""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.faults import report
+from tests.faults.harness import Dependencies, FaultRun
+from tests.faults.workers import WorkerProcess
+from tests.fixtures.private_postgres import PrivatePostgres, private_postgres
+from tests.fixtures.private_rabbitmq import PrivateRabbitMQ, private_rabbitmq
 from tests.fixtures.rabbitmq import TopologyFactory
+from tests.fixtures.stoppable_s3 import StoppableS3, stoppable_s3
 from worker.topology import Topology
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class WorkerProcess:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = _free_port()
-        self.log_path = log_path
-        env = {**env, "MEERKAT_HTTP_PORT": str(self.port)}
-        self._log = log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"], cwd=REPO, env=env,
-            stdout=self._log, stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        """Until ``/readyz`` answers 200 (the consumers are registered)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"worker exited early:\n{self.log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"worker not ready in {timeout}s:\n{self.log_path.read_text()}")
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def terminate(self, timeout: float = 60) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.kill()
-        self._log.close()
-
+__all__ = ["WorkerFactory", "WorkerProcess", "private_postgres", "private_rabbitmq",
+           "stoppable_s3"]
 
 WorkerFactory = Callable[[], WorkerProcess]
 
@@ -94,10 +60,38 @@ def worker_factory(
     started: list[WorkerProcess] = []
 
     def start() -> WorkerProcess:
-        process = WorkerProcess(worker_env[0], tmp_path / f"worker-{len(started)}.log")
+        process = WorkerProcess(worker_env[0], tmp_path / f"worker-{len(started)}.log",
+                                name=f"worker-{len(started)}")
         started.append(process)
         return process
 
     yield start
     for process in started:
         process.close()
+
+
+@pytest.fixture(scope="session")
+def dependencies(private_rabbitmq: PrivateRabbitMQ, private_postgres: PrivatePostgres,
+                 stoppable_s3: StoppableS3) -> Dependencies:
+    return Dependencies(private_rabbitmq, private_postgres, stoppable_s3)
+
+
+@pytest.fixture
+def fault_run(dependencies: Dependencies) -> Callable[[str, int, str], FaultRun]:
+    """``fault_run(scenario, run, slug)``: a run to use as ``async with``; its files go to
+    ``.faults/runs/<slug>-run<run>/``."""
+
+    def make(scenario: str, run: int, slug: str) -> FaultRun:
+        return FaultRun(dependencies, scenario, run, slug)
+
+    return make
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not report.OUTCOMES:
+        return
+    table = report.render(report.OUTCOMES)
+    path = report.write(report.OUTCOMES)
+    terminalreporter.section("fault suite")
+    terminalreporter.write(table)
+    terminalreporter.write_line(f"(written to {path})")
