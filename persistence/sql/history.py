@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
@@ -63,18 +64,7 @@ class SqlHistoryQueries:
                 .order_by(table.c.committed_at, table.c.sequence, table.c.run_id)
             )
             rows = list(result)
-        return [
-            BoundaryReceipt(
-                runtime_id=row.runtime_id,
-                run_id=row.run_id,
-                sequence=row.sequence,
-                contributing_input_ids=tuple(UUID(i) for i in row.contributing_input_ids),
-                conversation_digest=row.conversation_digest,
-                message_count=row.message_count,
-                committed_at=row.committed_at,
-            )
-            for row in rows
-        ]
+        return [receipt_of(row) for row in rows]
 
     async def read_commands(self, runtime_id: str) -> list[CommandCompleted]:
         table = processed_commands
@@ -98,3 +88,16 @@ class SqlHistoryQueries:
                 OutboxEntry(row.position, codec.decode_event(row.body), row.sent_at is not None)
                 for row in result
             ]
+
+
+def receipt_of(row: Any) -> BoundaryReceipt:
+    """A boundary receipt from a row of its table."""
+    return BoundaryReceipt(
+        runtime_id=row.runtime_id,
+        run_id=row.run_id,
+        sequence=row.sequence,
+        contributing_input_ids=tuple(UUID(i) for i in row.contributing_input_ids),
+        conversation_digest=row.conversation_digest,
+        message_count=row.message_count,
+        committed_at=row.committed_at,
+    )

@@ -26,7 +26,7 @@ from persistence.plan import plan_writes
 from persistence.ports import OutboxEvent, StoredRuntime
 from persistence.sql.engine import WRITE_OPTION, database_url, is_sqlite, make_engine, safe_url
 from persistence.sql.failures import DATABASE_ERRORS, store_error
-from persistence.sql.history import SqlHistoryQueries
+from persistence.sql.history import SqlHistoryQueries, receipt_of
 from persistence.sql.tables import (
     boundary_receipts,
     event_outbox,
@@ -260,18 +260,7 @@ class SqlRuntimeStore(SqlHistoryQueries):
                 .limit(limit)
             )
             rows = list(result)
-        return [
-            BoundaryReceipt(
-                runtime_id=row.runtime_id,
-                run_id=row.run_id,
-                sequence=row.sequence,
-                contributing_input_ids=tuple(UUID(i) for i in row.contributing_input_ids),
-                conversation_digest=row.conversation_digest,
-                message_count=row.message_count,
-                committed_at=row.committed_at,
-            )
-            for row in rows
-        ]
+        return [receipt_of(row) for row in rows]
 
     async def list_events(self, runtime_id: str, limit: int = 20) -> list[EventEnvelope]:
         async with self._reading() as conn:

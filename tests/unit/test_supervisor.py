@@ -4,12 +4,13 @@ declared fatal, and named by readiness; stop cancels and nothing restarts after 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, MutableMapping
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
 
 import pytest
 import structlog
 
+from tests.unit.timing import WAIT_SECONDS, Clock, within
 from worker.health import ReadinessError
 from worker.metrics import Metrics
 from worker.supervisor import (
@@ -24,24 +25,6 @@ from worker.supervisor import (
 )
 
 pytestmark = pytest.mark.unit
-
-T = TypeVar("T")
-WAIT_SECONDS = 2.0
-
-
-async def within(awaitable: Awaitable[T], what: str) -> T:
-    try:
-        return await asyncio.wait_for(awaitable, WAIT_SECONDS)
-    except TimeoutError:
-        pytest.fail(f"timed out after {WAIT_SECONDS}s waiting for {what}")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Backoffs:

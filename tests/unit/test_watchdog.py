@@ -4,40 +4,18 @@ then; a wedged task that supervision cannot see is caught by it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.unit.timing import WAIT_SECONDS, Clock, within
 from worker.health import HealthServer, ReadinessError
 from worker.metrics import Metrics
 from worker.supervisor import Supervisor
 from worker.watchdog import Watchdog
 
 pytestmark = pytest.mark.unit
-
-T = TypeVar("T")
-WAIT_SECONDS = 2.0
-
-
-async def within(awaitable: Awaitable[T], what: str) -> T:
-    try:
-        return await asyncio.wait_for(awaitable, WAIT_SECONDS)
-    except TimeoutError:
-        pytest.fail(f"timed out after {WAIT_SECONDS}s waiting for {what}")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
 
 @pytest.fixture
 def clock() -> Clock:
