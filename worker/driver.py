@@ -249,7 +249,8 @@ class RuntimeDriver:
         """Stage the next batch and commit it before anything executes; None if nothing runs.
 
         A blob that cannot be restored fails the run at once (a typed failure, counted
-        toward the attempt cap) and returns None.
+        toward the attempt cap) and returns None. A store still away after the restore's
+        retries raises, and the run is given up to recovery (no attempt counted).
         """
         run_id = uuid7()
         async with self.lock(runtime_id):
@@ -265,7 +266,14 @@ class RuntimeDriver:
         try:
             inputs, snapshot = await self._restore(runtime_id, payloads)
         except StoreError as exc:
-            await self.fail_run(runtime_id, run_id, f"{type(exc).__name__}: {exc}")
+            # Either way this process is done with the run: were it still counted as live, the
+            # next load would keep the runtime "running" with nobody running it.
+            try:
+                if exc.transient:  # our outage, not the run's fault: recovery requeues it
+                    raise
+                await self.fail_run(runtime_id, run_id, f"{type(exc).__name__}: {exc}")
+            finally:
+                self.forget_run(runtime_id, run_id)
             return None
         session = dict(snapshot.body) if snapshot is not None else None
         request = RunRequest(runtime_id=runtime_id, run_id=run_id, inputs=inputs, session=session)

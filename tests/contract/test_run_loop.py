@@ -7,10 +7,11 @@ import asyncio
 
 import pytest
 
-from persistence.errors import CommitOutcomeUnknown
+from persistence.errors import CommitOutcomeUnknown, StoreUnavailable
 from schemas import InputPhase
 from tests.contract.driver_fixtures import Harness, new_runtime_id, prompt, retire
 from tests.unit.images import inline_image
+from worker.core import SessionSnapshot
 from worker.executors import RunRequest, RunResult
 from worker.executors.echo import execute
 from worker.runloop import RunLoop
@@ -69,6 +70,38 @@ async def test_a_store_away_through_every_retry_does_not_leave_the_runtime_runni
     stored = await harness.store.get_input(runtime_id, item.header.id)
     assert stored is not None
     assert stored.attempt_count == 2
+
+
+async def test_a_store_away_through_every_restore_retry_gives_the_run_up_to_recovery(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run was staged, then the database went away: its snapshot could not be read through
+    every retry, nor could the run be failed. The run is given up to recovery and runs again
+    once the store answers, instead of leaving the runtime "running" with nobody running it."""
+    runtime_id = new_runtime_id()
+    item = prompt("hello")
+    await harness.driver.accept_input(runtime_id, item)
+    store = harness.store
+    real_load_snapshot = store.load_snapshot
+    reads = 0
+
+    async def load_snapshot(runtime: str) -> SessionSnapshot | None:
+        nonlocal reads
+        reads += 1
+        if reads <= 5:  # every try of the first restore
+            if reads == 5:
+                store.fail_next("commit", times=2)  # and the database stays away a while
+            raise StoreUnavailable("injected fault: load_snapshot")
+        return await real_load_snapshot(runtime)
+
+    monkeypatch.setattr(store, "load_snapshot", load_snapshot)
+    loop = RunLoop(harness.driver, execute)
+    await _run_to_idle(harness, loop, runtime_id)
+
+    assert (await harness.phases(runtime_id))[item.header.id] is InputPhase.CONSUMED
+    assert loop.runs_completed == 1
+    reloaded = await harness.driver.load(runtime_id)
+    assert reloaded.current_run is None
 
 
 async def test_a_blob_store_outage_while_restoring_images_is_waited_out(
