@@ -119,6 +119,10 @@ class Committer:
         self._metrics.messages_received.labels(kind=kind).inc()
         self._intake.put(Delivery(message, channel, parsed))
 
+    def pause_intake(self, seconds: float) -> None:
+        """Decide nothing for ``seconds`` (the consumers ask after a reconnect)."""
+        self._intake.pause(seconds)
+
     def _dropped(self, count: int) -> None:
         if count:
             self._metrics.messages_requeued.labels(reason="channel_closed").inc(count)

@@ -6,6 +6,10 @@ down they are forgotten, since the broker has already cancelled them and returne
 deliveries. A shard channel that the broker closes while the link stays up (a channel error) is
 re-made after a short backoff.
 
+After a reconnect the committer pauses for :data:`RECONNECT_SETTLE_SECONDS` before deciding
+anything, because a restarted broker has been seen to return a message that was unacked at its
+stop behind messages published after the restart; the intake puts returned messages first.
+
 Releasing a shard (a hand-over to another worker, or shutdown) keeps per-runtime order: the
 committer first stops deciding deliveries of that channel and lets the ones already in a commit
 finish and be acked; only then is the channel closed. Closing it, rather than cancelling the
@@ -33,6 +37,11 @@ from worker.watchdog import Watchdog
 
 log = structlog.get_logger(__name__)
 
+RECONNECT_SETTLE_SECONDS = 1.0
+"""After a reconnect, how long deliveries are collected before any is decided: a broker that
+restarted returns the messages that were unacked at its stop a moment after consumers attach,
+and they must be decided before the later messages of their runtimes."""
+
 
 class DeliverySink(Protocol):
     """Where deliveries go, and who lets go of a channel's deliveries (the committer)."""
@@ -40,6 +49,8 @@ class DeliverySink(Protocol):
     def submit(self, message: AbstractIncomingMessage) -> None: ...
 
     async def release(self, channel: aiormq.abc.AbstractChannel, grace: float) -> None: ...
+
+    def pause_intake(self, seconds: float) -> None: ...
 
 
 class ShardConsumers:
@@ -64,6 +75,7 @@ class ShardConsumers:
         self._channels: dict[str, AbstractChannel] = {}
         self._underlay: dict[str, aiormq.abc.AbstractChannel] = {}
         self._link: Link | None = None
+        self._link_seen = False
         # Link changes, assignments and re-consumes all change the consumers; one at a time.
         self._changing = asyncio.Lock()
         self._stopped = False
@@ -97,9 +109,12 @@ class ShardConsumers:
 
     async def _link_up(self, link: Link) -> None:
         async with self._changing:
-            self._link = link
+            reconnected, self._link = self._link_seen, link
+            self._link_seen = True
             if self._stopped:
                 return
+            if reconnected:  # let late returns of the broker's restart arrive first
+                self._sink.pause_intake(RECONNECT_SETTLE_SECONDS)
             for name in sorted(self._desired):
                 await self._consume(link, name)
 

@@ -9,6 +9,12 @@ are prevented:
   to the broker (that would let the runtime's later messages overtake it, and would spend one
   of the broker's deliveries). It is *held* here until its backoff is over, and every later
   delivery of the same runtime waits behind it, in order. Other runtimes are not held up.
+- **A message the broker returns late.** After a broker restart, a message that was delivered
+  but unacked when the broker went down can come back *behind* messages published after it. A
+  returned message (``redelivered``) is older than every message of its queue not yet
+  delivered, so it is put ahead of its runtime's waiting first deliveries; and after a
+  reconnect the intake waits a moment (:meth:`Intake.pause`) so that such returns arrive
+  before anything of the new link is decided.
 - **A delivery whose channel is gone.** The broker returns every unacked delivery of a closed
   channel to its queue and delivers it again on a new one, before later messages. The copy
   held here must then be dropped, never decided or settled: :meth:`Intake.take` discards
@@ -58,12 +64,22 @@ class Intake:
         self._retry_at: dict[str, float] = {}
         self._released: weakref.WeakSet[aiormq.abc.AbstractChannel] = weakref.WeakSet()
         self._arrived = asyncio.Event()
+        self._paused_until = 0.0
         self._on_drop = on_drop
         self._clock = clock
 
     def put(self, delivery: Delivery) -> None:
-        self._inbox.append(delivery)
+        runtime_id = delivery.runtime_id
+        if delivery.message.redelivered and runtime_id is not None:
+            queue = self._held.get(runtime_id, self._inbox)
+            _put_ahead_of_first_deliveries(queue, delivery, runtime_id)
+        else:
+            self._inbox.append(delivery)
         self._arrived.set()
+
+    def pause(self, seconds: float) -> None:
+        """Decide nothing for ``seconds`` (after a reconnect: see the module docstring)."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     def __len__(self) -> int:
         return len(self._inbox) + sum(len(q) for q in self._held.values())
@@ -107,6 +123,10 @@ class Intake:
 
     async def _wait_for_work(self) -> None:
         while True:
+            paused = self._paused_until - self._clock()
+            if paused > 0:
+                await asyncio.sleep(paused)
+                continue
             if self._inbox or self._due():
                 return
             self._arrived.clear()
@@ -170,3 +190,15 @@ class Intake:
         self._inbox = deque()
         self._held.clear()
         self._retry_at.clear()
+
+
+def _put_ahead_of_first_deliveries(
+    queue: deque[Delivery], delivery: Delivery, runtime_id: str
+) -> None:
+    """Insert before the first delivery of the runtime that the broker delivers for the first
+    time (it was published later), else at the end."""
+    for index, waiting in enumerate(queue):
+        if waiting.runtime_id == runtime_id and not waiting.message.redelivered:
+            queue.insert(index, delivery)
+            return
+    queue.append(delivery)

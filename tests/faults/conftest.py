@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults import report
-from tests.faults.harness import Dependencies, FaultRun
+from tests.faults.harness import SHARDS, Dependencies, FaultRun
 from tests.faults.workers import WorkerProcess
 from tests.fixtures.private_postgres import PrivatePostgres, private_postgres
 from tests.fixtures.private_rabbitmq import PrivateRabbitMQ, private_rabbitmq
@@ -28,10 +28,11 @@ from tests.fixtures.rabbitmq import TopologyFactory
 from tests.fixtures.stoppable_s3 import StoppableS3, stoppable_s3
 from worker.topology import Topology
 
-__all__ = ["WorkerFactory", "WorkerProcess", "private_postgres", "private_rabbitmq",
+__all__ = ["RunFactory", "WorkerFactory", "WorkerProcess", "private_postgres", "private_rabbitmq",
            "stoppable_s3"]
 
 WorkerFactory = Callable[[], WorkerProcess]
+RunFactory = Callable[..., FaultRun]
 
 
 @pytest.fixture
@@ -77,12 +78,13 @@ def dependencies(private_rabbitmq: PrivateRabbitMQ, private_postgres: PrivatePos
 
 
 @pytest.fixture
-def fault_run(dependencies: Dependencies) -> Callable[[str, int, str], FaultRun]:
-    """``fault_run(scenario, run, slug)``: a run to use as ``async with``; its files go to
-    ``.faults/runs/<slug>-run<run>/``."""
+def fault_run(dependencies: Dependencies) -> RunFactory:
+    """``fault_run(scenario, run, slug, shards=4)``: a run to use as ``async with``; its files
+    go to ``.faults/runs/<slug>-run<run>/``."""
 
-    def make(scenario: str, run: int, slug: str) -> FaultRun:
-        return FaultRun(dependencies, scenario, run, slug)
+    def make(scenario: str, run: int, slug: str, shards: int = SHARDS,
+             *, in_table: bool = True) -> FaultRun:
+        return FaultRun(dependencies, scenario, run, slug, shards, in_table=in_table)
 
     return make
 
