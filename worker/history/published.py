@@ -28,7 +28,7 @@ import json
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Literal, TypeVar
+from typing import IO, Literal, Self, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -93,6 +93,17 @@ class _JsonLines:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class PublishedLog(_JsonLines):
@@ -161,18 +172,6 @@ class PublishedLog(_JsonLines):
             self._next_seq += 1
         return record
 
-    def __enter__(self) -> PublishedLog:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
 class EventCapture(_JsonLines):
     """Bodies of messages taken from the events exchange, one compact JSON object per line."""
 
@@ -187,18 +186,6 @@ class EventCapture(_JsonLines):
         line = json.dumps(json.loads(body), separators=(",", ":"), ensure_ascii=False)
         with self._lock:
             self._write(line)
-
-    def __enter__(self) -> EventCapture:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def read_published(path: str | Path) -> list[PublishedRecord]:
     """Every record of a published log, in file order.
