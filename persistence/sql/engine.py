@@ -81,6 +81,20 @@ def _is_memory_sqlite(url: URL) -> bool:
     return url.database in (None, "", ":memory:")
 
 
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+"""libpq's ``sslmode`` values, which asyncpg takes as its ``ssl`` argument."""
+
+
+def ssl_mode(url: URL) -> str | None:
+    """The URL's ``sslmode`` (libpq's spelling, as operators write it), validated."""
+    mode = url.query.get("sslmode")
+    if mode is None:
+        return None
+    if not isinstance(mode, str) or mode not in SSL_MODES:
+        raise ValueError(f"sslmode must be one of {', '.join(SSL_MODES)}, not {mode!r}")
+    return mode
+
+
 def make_engine(url: URL, *, purpose: Purpose = "store") -> AsyncEngine:
     if is_sqlite(url):
         return _sqlite_engine(url)
@@ -89,6 +103,12 @@ def make_engine(url: URL, *, purpose: Purpose = "store") -> AsyncEngine:
         "command_timeout": _PG_COMMAND_TIMEOUT_S[purpose],
         "server_settings": {"application_name": "meerkat-worker", **_PG_TIMEOUTS[purpose]},
     }
+    # asyncpg has no ``sslmode`` keyword (SQLAlchemy would pass it on and fail with a
+    # TypeError): the mode goes in as ``ssl``, which takes the same values.
+    mode = ssl_mode(url)
+    if mode is not None:
+        connect_args["ssl"] = mode
+        url = url.difference_update_query(["sslmode"])
     # pre-ping: after a database restart the pooled connections are dead; test before use
     # rather than failing the first commit of every pooled connection.
     return create_async_engine(url, connect_args=connect_args, pool_pre_ping=True)
