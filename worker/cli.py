@@ -31,6 +31,7 @@ from worker.config import ENV_PREFIX, SECRET_FIELDS, Settings, load_settings, ma
 
 PROG = "meerkat-worker"
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_REJECTED = 4
@@ -261,8 +262,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {args.command}: cannot reach a dependency: "
               f"{scrub(str(exc) or type(exc).__name__, settings)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    except topology_errors() as exc:  # e.g. ``run`` against shard queues declared otherwise
+        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+
+
+def topology_errors() -> tuple[type[BaseException], ...]:
+    from worker.topology import TopologyError
+
+    return (TopologyError,)
 
 
 def dependency_errors() -> tuple[type[BaseException], ...]:

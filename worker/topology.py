@@ -143,8 +143,9 @@ class Topology:
         """Declare everything; declaring an existing, equal topology changes nothing.
 
         Raises ``PluginMissing`` when the broker lacks the consistent-hash exchange type (the
-        broker has then closed the channel's connection), and ``aiormq`` channel errors when an
-        existing exchange or queue was declared with other arguments.
+        broker has then closed the channel's connection), ``TopologyError`` when a shard queue
+        exists with other arguments (another delivery limit, say), and ``aiormq`` channel
+        errors when another existing exchange or queue differs.
         """
         try:
             ingress = await channel.declare_exchange(
@@ -163,9 +164,16 @@ class Topology:
         await dead.bind(dead_letter, routing_key="")
         await channel.declare_exchange(self.events_exchange, ExchangeType.TOPIC, durable=True)
         for name in self.queue_names():
-            shard = await channel.declare_queue(
-                name, durable=True, arguments=self.shard_arguments()
-            )
+            try:
+                shard = await channel.declare_queue(
+                    name, durable=True, arguments=self.shard_arguments()
+                )
+            except ChannelPreconditionFailed as exc:
+                raise TopologyError(
+                    f"queue {name} was declared with other arguments: {_reply_text(exc)}; "
+                    "meerkat-worker topology check lists every difference (the README's "
+                    "contract notes say how to re-declare the shard queues)"
+                ) from exc
             await shard.bind(ingress, routing_key=SHARD_WEIGHT)
 
     async def check(self, connection: AbstractConnection) -> list[str]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 
@@ -86,6 +89,29 @@ async def test_check_reports_queues_declared_with_another_delivery_limit(
 
     assert len(problems) == topology.shards
     assert all("differs" in p and "x-delivery-limit" in p for p in problems)
+
+
+async def test_a_worker_meeting_queues_declared_with_another_delivery_limit_says_so(
+    amqp_url: str, amqp_connection: AbstractRobustConnection, topology: Topology
+) -> None:
+    """``run`` against shard queues of an older declaration: one line naming the queue and
+    the way out, exit code 1, no traceback."""
+    await topology.declare(await amqp_connection.channel())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEERKAT_")}
+    env.update({
+        "MEERKAT_AMQP_URL": amqp_url, "MEERKAT_TOPOLOGY_PREFIX": topology.prefix,
+        "MEERKAT_SHARDS": str(topology.shards), "MEERKAT_HTTP_PORT": "0",
+        "MEERKAT_BROKER_DELIVERY_LIMIT": str(topology.delivery_limit + 1),
+        "MEERKAT_DATABASE_URL": "sqlite+aiosqlite:///:memory:",
+        "MEERKAT_BLOB_URL": "memory://",
+    })
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "worker", "run"], env=env,
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == EXIT_FAILED, done.stderr
+    assert f"queue {topology.shard_queue(0)} was declared with other arguments" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 async def test_check_reports_an_exchange_of_another_type(
