@@ -32,14 +32,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiormq.abc
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from persistence.errors import CommitOutcomeUnknown, StoreError, StoreUnavailable, VersionConflict
+from persistence.errors import StoreError, StoreUnavailable, VersionConflict
 from schemas import Limits
 from worker.broker import BrokerLink, backoff
 from worker.decide import decide_batch
@@ -61,8 +62,8 @@ MAX_TRACKED_FAILURES = 100_000
 
 def is_outage(exc: BaseException) -> bool:
     """A dependency could not be reached (as opposed to a message-specific failure)."""
-    return isinstance(exc, StoreUnavailable | CommitOutcomeUnknown | ConnectionError | OSError
-                      | TimeoutError)
+    # CommitOutcomeUnknown is a StoreUnavailable: the commit is decided again, dedupe decides.
+    return isinstance(exc, StoreUnavailable | ConnectionError | OSError | TimeoutError)
 
 
 class Committer:
@@ -153,8 +154,8 @@ class Committer:
         if self._in_flight:
             crashed, self._in_flight = self._in_flight, []
             log.warning("committer_resumed_after_crash", deliveries=len(crashed))
-            for delivery in crashed:
-                await self._fail(delivery, RuntimeError("the committer stopped on this batch"))
+            crash = RuntimeError("the committer stopped on this batch")
+            await self._in_runtime_order(crashed, lambda d: self._fail(d, crash))
         while True:
             batch = self._in_flight = await self._intake.take(self._max_batch, self._window)
             await self._faults.reach("committer_loop")
@@ -185,7 +186,7 @@ class Committer:
                     conflicts += 1  # the driver dropped the stale copy; decide on a fresh load
                     continue
                 if len(batch) > 1:
-                    await self._one_at_a_time(batch)
+                    await self._in_runtime_order(batch, lambda d: self._process([d]))
                 else:
                     await self._fail(batch[0], exc)
                 return
@@ -196,12 +197,16 @@ class Committer:
             await self._settle(decided)
             return
 
-    async def _one_at_a_time(self, batch: list[Delivery]) -> None:
+    async def _in_runtime_order(
+        self, batch: list[Delivery], each: Callable[[Delivery], Awaitable[None]]
+    ) -> None:
+        """``each`` delivery in turn, except those of a runtime held meanwhile: they queue
+        behind its failed delivery, in order."""
         for delivery in batch:
             if self._intake.is_held(delivery.runtime_id):
-                self._intake.hold_behind(delivery)  # behind its runtime's failed delivery
+                self._intake.hold_behind(delivery)
             else:
-                await self._process([delivery])
+                await each(delivery)
 
     def _note_failure(self, batch: list[Delivery], exc: Exception) -> None:
         log.warning("commit_failed", size=len(batch), error=repr(exc))
@@ -218,7 +223,6 @@ class Committer:
         attempts = self._failures.pop(key, 0) + 1
         if attempts >= self._delivery_limit:
             reason = f"gave up after {attempts} failed attempts: {type(exc).__name__}: {exc}"
-            self._metrics.messages_dead_lettered.labels(reason="failed_attempts").inc()
             await self._settle([(delivery, Settlement.dead_letter(reason))])
             return
         self._failures[key] = attempts
@@ -247,7 +251,7 @@ class Committer:
         batch is left to decide, because its channels closed)."""
         self.healthy = False
         try:
-            for attempt in range(1, 1_000_000_000):
+            for attempt in itertools.count(1):
                 if self._stopping or not any(self._alive(d) for d in batch):
                     return
                 try:
@@ -280,10 +284,6 @@ class Committer:
         """Until at least ``count`` deliveries have been settled for good (tests use it)."""
         async with self._changed:
             await self._changed.wait_for(lambda: self.settled >= count)
-
-    @property
-    def waiting(self) -> int:
-        return len(self._intake) + len(self._in_flight)
 
 
 def _identity(message: AbstractIncomingMessage) -> str:

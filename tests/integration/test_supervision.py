@@ -18,7 +18,7 @@ import pytest
 from tenacity import AsyncRetrying, RetryError, stop_after_delay, wait_fixed
 
 from schemas import EventEnvelope
-from tests.integration.conftest import Stack, StackFactory, new_runtime_id
+from tests.integration.conftest import Stack, StackFactory, assert_publish_order, new_runtime_id
 from worker.publish import build_prompt
 
 pytestmark = pytest.mark.integration
@@ -45,12 +45,15 @@ async def get(stack: Stack, path: str) -> tuple[int, Any]:
 
 
 async def consumes_prompts(stack: Stack, count: int = 5) -> None:
+    """Prompts to one runtime are all consumed, admitted in publish order."""
     runtime_id = new_runtime_id()
     envelopes = [build_prompt(runtime_id, f"p{i}", []) for i in range(count)]
     for envelope in envelopes:
         await stack.publish(envelope)
     for envelope in envelopes:
         await stack.wait_for_event(consumed(str(envelope.input.header.id)))
+    assert stack.worker.store is not None
+    await assert_publish_order(stack.worker.store, [runtime_id], envelopes)
 
 
 def consumed(input_id: str) -> Callable[[EventEnvelope], bool]:
