@@ -70,8 +70,6 @@ class BrokerLink:
         self._changed = asyncio.Condition()
         self._on_up: list[LinkListener] = []
         self._on_down: list[LinkListener] = []
-        self.connects = 0
-        self.losses = 0
 
     def on_up(self, listener: LinkListener) -> None:
         self._on_up.append(listener)
@@ -140,7 +138,6 @@ class BrokerLink:
                     await link.connection.close()
 
     async def _serve(self, link: Link) -> None:
-        self.connects += 1
         log.info("broker_connected", generation=link.generation)
         lost = asyncio.get_running_loop().create_future()
 
@@ -157,7 +154,6 @@ class BrokerLink:
             await lost
         finally:
             await self._set(None)
-            self.losses += 1
             log.warning("broker_connection_lost", generation=link.generation)
             for listener in self._on_down:
                 with contextlib.suppress(Exception):

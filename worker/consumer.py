@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Callable
 from typing import Protocol
 
@@ -165,7 +166,7 @@ class ShardConsumers:
         task.add_done_callback(self._repairs.discard)
 
     async def _repair(self, name: str, channel: AbstractChannel) -> None:
-        for attempt in range(1, 1_000_000):
+        for attempt in itertools.count(1):
             await asyncio.sleep(backoff(attempt))
             async with self._changing:
                 if self._stopped or self._channels.get(name) is not channel:

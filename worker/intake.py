@@ -28,7 +28,7 @@ import contextlib
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiormq.abc
@@ -182,14 +182,6 @@ class Intake:
         if dropped:
             self._on_drop(dropped)
         return dropped
-
-    def drain(self) -> Iterable[Delivery]:
-        """Everything still waiting (at shutdown)."""
-        for queue in [self._inbox, *self._held.values()]:
-            yield from queue
-        self._inbox = deque()
-        self._held.clear()
-        self._retry_at.clear()
 
 
 def _put_ahead_of_first_deliveries(

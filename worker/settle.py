@@ -34,18 +34,7 @@ from worker.replies import publish_reply
 
 ERROR_HEADER = "x-meerkat-error"
 ROUTING_KEY_HEADER = "x-meerkat-routing-key"
-DELIVERY_COUNT_HEADER = "x-delivery-count"
 MAX_REASON_CHARS = 2000
-
-
-def delivery_count(message: AbstractIncomingMessage) -> int:
-    """How many times the broker delivered this message before (quorum queues count returns)."""
-    value = (message.headers or {}).get(DELIVERY_COUNT_HEADER, 0)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str | bytes) and value.isdigit():
-        return int(value)
-    return 0
 
 
 class Settleable(Protocol):
@@ -156,11 +145,12 @@ async def settle_batch(
         settled.append(delivery)
     failed = await ack_committed(acks)
     lost += failed
-    acked = [d for d in acks if d not in failed]
+    unsettled = set(lost)  # deliveries compare by identity
+    acked = [d for d in acks if d not in unsettled]
     metrics.messages_acked.inc(len(acked))
     settled += acked
     channel = link.publish_channel if link is not None else None
     for delivery, settlement in decided:
-        if settlement.reply is not None and delivery not in lost:
+        if settlement.reply is not None and delivery not in unsettled:
             await publish_reply(channel, delivery.message, delivery.runtime_id, settlement.reply)
     return settled, lost
