@@ -31,17 +31,18 @@ from persistence.factory import open_runtime_store
 from persistence.migrate import upgrade_async
 from persistence.ports import BlobStore, RuntimeStore
 from worker.broker import BrokerLink, Link
-from worker.committer import Committer
 from worker.config import Settings
 from worker.consumer import ShardConsumers
 from worker.driver import RuntimeDriver
-from worker.executors import Executor, load_executor
 from worker.faults import FaultPlan
 from worker.health import HealthServer, ReadinessError
 from worker.membership import Membership, new_worker_id
 from worker.metrics import Metrics
 from worker.outbox import OutboxRelay
-from worker.runloop import RunLoop
+from worker.pipeline.committer import Committer
+from worker.runs.executors import Executor, load_executor
+from worker.runs.loop import RunLoop
+from worker.runs.restore import Restorer
 from worker.supervisor import RestartPolicy, Supervisor
 from worker.topology import Topology
 from worker.watchdog import Watchdog
@@ -94,10 +95,6 @@ class Worker:
                                     destroy_unknown_runtimes=settings.destroy_unknown_runtimes,
                                     faults=faults)
         executor = self.executor or load_executor(settings.executor)
-        self.run_loop = RunLoop(self.driver, executor,
-                                max_concurrent=settings.max_concurrent_runs,
-                                executor_timeout=settings.executor_timeout_seconds,
-                                metrics=self.metrics, faults=faults)
         self.broker = BrokerLink(settings.amqp_url.get_secret_value(), self.topology,
                                  faults=faults)
         first_link = await self.broker.connect_once()  # an unreachable broker fails start-up
@@ -107,9 +104,15 @@ class Worker:
             self.driver, self.broker, limits=settings.limits.to_limits(),
             delivery_limit=settings.delivery_limit,
             window_seconds=settings.group_commit_window_ms / 1000,
-            max_batch=settings.prefetch, on_commit=self.outbox.notify, metrics=self.metrics,
-            watchdog=self.watchdog, faults=faults,
+            max_batch=settings.prefetch, commits_in_flight=settings.commits_in_flight,
+            on_commit=self.outbox.notify, metrics=self.metrics, watchdog=self.watchdog,
+            faults=faults,
         )
+        self.run_loop = RunLoop(self.driver, executor, submit=self.committer.submit_step,
+                                restorer=Restorer(self.blobs, self.store),
+                                max_concurrent=settings.max_concurrent_runs,
+                                executor_timeout=settings.executor_timeout_seconds,
+                                metrics=self.metrics, faults=faults)
         shards = self.topology.queue_names()
         self.consumers = ShardConsumers(
             self.broker, self.committer, [] if settings.membership else shards,

@@ -28,6 +28,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 from worker.faults import NO_FAULTS, FaultInjected, FaultPlan
 from worker.health import ReadinessError
+from worker.pipeline.policy import RECONNECT
 from worker.topology import Topology
 
 log = structlog.get_logger(__name__)
@@ -52,10 +53,6 @@ class Link:
 
 
 LinkListener = Callable[[Link], Awaitable[None]]
-
-
-def backoff(attempt: int, *, base: float = 0.2, cap: float = 5.0) -> float:
-    return float(min(base * 2 ** max(attempt - 1, 0), cap))
 
 
 class BrokerLink:
@@ -118,7 +115,7 @@ class BrokerLink:
             except Exception as exc:
                 attempt += 1
                 log.warning("broker_connect_failed", attempt=attempt, error=repr(exc))
-                await asyncio.sleep(backoff(attempt))
+                await asyncio.sleep(RECONNECT.delay(attempt))
                 continue
             first = None
             try:
@@ -132,7 +129,7 @@ class BrokerLink:
                 # may not have a leader yet): start afresh, backing off.
                 attempt += 1
                 log.warning("broker_link_setup_failed", attempt=attempt, error=repr(exc))
-                await asyncio.sleep(backoff(attempt))
+                await asyncio.sleep(RECONNECT.delay(attempt))
             finally:
                 with contextlib.suppress(Exception):
                     await link.connection.close()

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     shards: int = Field(16, ge=1, le=99, description="ingress shard queues")
     prefetch: int = Field(256, ge=1, le=65535, description="per-shard consumer prefetch")
     executor: str = Field(
-        "worker.executors.echo:execute",
+        "worker.runs.executors.echo:execute",
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
         description="import path module:callable of the run executor",
     )
@@ -106,7 +106,12 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     shutdown_grace_seconds: float = Field(30.0, gt=0, description="drain time after SIGTERM")
     group_commit_window_ms: float = Field(5.0, ge=0, description="how long a commit batch fills")
-    max_concurrent_runs: int = Field(8, ge=1, description="runs of different runtimes at once")
+    max_concurrent_runs: int = Field(
+        256, ge=1, description="executor calls at once (runs of different runtimes)"
+    )
+    commits_in_flight: int = Field(
+        2, ge=1, le=16, description="group commits under way at once (windows pipelined)"
+    )
     max_cached_runtimes: int = Field(
         10_000, ge=1, description="runtimes kept in memory; idle ones past this are reloaded"
     )

@@ -31,9 +31,10 @@ import aiormq.abc
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from worker.broker import BrokerLink, Link, backoff
+from worker.broker import BrokerLink, Link
 from worker.faults import NO_FAULTS, FaultPlan
 from worker.health import ReadinessError
+from worker.pipeline.policy import RECONNECT
 from worker.watchdog import Watchdog
 
 log = structlog.get_logger(__name__)
@@ -167,7 +168,7 @@ class ShardConsumers:
 
     async def _repair(self, name: str, channel: AbstractChannel) -> None:
         for attempt in itertools.count(1):
-            await asyncio.sleep(backoff(attempt))
+            await asyncio.sleep(RECONNECT.delay(attempt))
             async with self._changing:
                 if self._stopped or self._channels.get(name) is not channel:
                     return

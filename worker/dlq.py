@@ -22,11 +22,11 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError
 
-from worker import settle
+from worker.pipeline import settle
+from worker.pipeline.settle import ERROR_HEADER
+from worker.pipeline.wire import PARSER_MAX_DEPTH, NotStrictJson, read_strict_json
 from worker.publish import DEFAULT_TOPOLOGY, publish_confirmed
-from worker.settle import ERROR_HEADER
 from worker.topology import Topology
-from worker.wire import PARSER_MAX_DEPTH, NotStrictJson, read_strict_json
 
 _DEATH_HEADERS = frozenset(
     {

@@ -30,6 +30,7 @@ import structlog
 
 from worker.health import ReadinessError
 from worker.metrics import Metrics
+from worker.pipeline.policy import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -84,8 +85,8 @@ class TaskReturned(RuntimeError):
 def backoff_seconds(failures: int, policy: RestartPolicy, jitter: float) -> float:
     """The wait after ``failures`` failures within the window: doubling from the first backoff
     up to the max, less up to half of it as ``jitter`` goes from 0 to 1."""
-    ceiling = policy.first_backoff_seconds * 2.0 ** min(max(failures - 1, 0), 32)
-    return min(ceiling, policy.max_backoff_seconds) * (1 - jitter / 2)
+    preset = Backoff(policy.first_backoff_seconds, policy.max_backoff_seconds, jitter=0.5)
+    return preset.delay(failures, jitter)
 
 
 class Supervisor:

@@ -67,6 +67,17 @@ def is_connection_failure(exc: BaseException) -> bool:
     return code is not None and code.startswith("08")
 
 
+def leaves_connection_unusable(exc: BaseException) -> bool:
+    """Whether the pooled connection must be thrown away after ``exc``. Besides a lost
+    connection, asyncpg can be left mid-operation by a server that terminated it ("cannot
+    switch to state ...; another operation is in progress"); SQLAlchemy does not see that as a
+    disconnect, so such a connection would go back to the pool and fail every later use."""
+    if is_connection_failure(exc):
+        return True
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    return isinstance(orig, asyncpg.InternalClientError)
+
+
 def is_transient(exc: BaseException) -> bool:
     if is_connection_failure(exc):
         return True

@@ -25,7 +25,7 @@ from persistence.errors import UnsafeDatabase
 from persistence.plan import plan_writes
 from persistence.ports import OutboxEvent, StoredRuntime
 from persistence.sql.engine import WRITE_OPTION, database_url, is_sqlite, make_engine, safe_url
-from persistence.sql.failures import DATABASE_ERRORS, store_error
+from persistence.sql.failures import DATABASE_ERRORS, leaves_connection_unusable, store_error
 from persistence.sql.history import SqlHistoryQueries, receipt_of
 from persistence.sql.tables import (
     boundary_receipts,
@@ -80,9 +80,13 @@ class SqlRuntimeStore(SqlHistoryQueries):
     async def _reading(self, *, consistent: bool = False) -> AsyncIterator[AsyncConnection]:
         try:
             async with self._engine.connect() as conn:
-                if consistent and not self._sqlite:
-                    await conn.execution_options(isolation_level="REPEATABLE READ")
-                yield conn
+                try:
+                    if consistent and not self._sqlite:
+                        await conn.execution_options(isolation_level="REPEATABLE READ")
+                    yield conn
+                except DATABASE_ERRORS as exc:
+                    await _discard_if_unusable(conn, exc)
+                    raise
         except DATABASE_ERRORS as exc:
             raise store_error(exc) from exc
 
@@ -94,9 +98,13 @@ class SqlRuntimeStore(SqlHistoryQueries):
                 await stack.enter_async_context(self._write_lock)
             try:
                 async with self._engine.connect() as conn:
-                    await conn.execution_options(**{WRITE_OPTION: True})
-                    await conn.begin()
-                    yield conn
+                    try:
+                        await conn.execution_options(**{WRITE_OPTION: True})
+                        await conn.begin()
+                        yield conn
+                    except DATABASE_ERRORS as exc:
+                        await _discard_if_unusable(conn, exc)
+                        raise
             except DATABASE_ERRORS as exc:
                 raise store_error(exc) from exc
 
@@ -105,6 +113,7 @@ class SqlRuntimeStore(SqlHistoryQueries):
         try:
             await conn.commit()
         except DATABASE_ERRORS as exc:
+            await _discard_if_unusable(conn, exc)
             raise store_error(exc, during_commit=True) from exc
 
     async def check_durability(self) -> None:
@@ -380,3 +389,9 @@ async def open_store(url: str, *, create_schema: bool = False) -> SqlRuntimeStor
         await engine.dispose()
         raise
     return store
+
+
+async def _discard_if_unusable(conn: AsyncConnection, exc: BaseException) -> None:
+    if leaves_connection_unusable(exc) and not conn.invalidated:
+        with contextlib.suppress(Exception):
+            await conn.invalidate()

@@ -12,7 +12,10 @@ S3) and is kept for the few tests about images.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,9 +24,13 @@ from uuid import UUID, uuid4
 import pytest
 
 from persistence.blobs import FileBlobStore, MemoryBlobStore
+from persistence.errors import StoreError
 from persistence.ports import BlobStore, RuntimeStore
 from schemas import (
+    DEFAULT_LIMITS,
     AbandonInput,
+    AnyCommand,
+    AnyInput,
     Destroy,
     Durability,
     EventCode,
@@ -31,6 +38,7 @@ from schemas import (
     InputHeader,
     InputPhase,
     OperatorSource,
+    Outcome,
     PromptInput,
     Reset,
     Resume,
@@ -41,14 +49,29 @@ from schemas import (
 from schemas.content import ContentBlock
 from tests.contract.faults import FaultyBlobStore, FaultyStore
 from tests.fixtures.s3 import S3Server, new_s3_blob_store
-from worker.driver import RuntimeDriver, StartedRun
-from worker.executors.echo import execute
+from worker.broker import BrokerLink
+from worker.driver import RuntimeDriver
+from worker.ids import uuid7
+from worker.pipeline.committer import Committer
+from worker.pipeline.settle import step_result
+from worker.pipeline.steps import RunStep, Staged, StepKind
+from worker.runs.executors import Executor, RunRequest, RunResult
+from worker.runs.executors.echo import execute
+from worker.runs.loop import RunLoop
+from worker.runs.restore import Restorer
+from worker.topology import Topology
 
 BLOB_STORE_KINDS = [
     pytest.param("memory", marks=pytest.mark.unit),
     pytest.param("filesystem", marks=pytest.mark.unit),
     pytest.param("s3", marks=pytest.mark.integration),
 ]
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    run_id: UUID
+    request: RunRequest
 
 
 @dataclass
@@ -58,6 +81,7 @@ class Harness:
     inner_store: RuntimeStore
     inner_blobs: BlobStore
     journal: list[str] = field(default_factory=list)
+    destroy_unknown_runtimes: bool = False
     store: FaultyStore = field(init=False)
     blobs: FaultyBlobStore = field(init=False)
     driver: RuntimeDriver = field(init=False)
@@ -65,7 +89,81 @@ class Harness:
     def __post_init__(self) -> None:
         self.store = FaultyStore(self.inner_store, journal=self.journal)
         self.blobs = FaultyBlobStore(self.inner_blobs, journal=self.journal)
-        self.driver = RuntimeDriver(self.store, self.blobs)
+        self.driver = RuntimeDriver(self.store, self.blobs,
+                                    destroy_unknown_runtimes=self.destroy_unknown_runtimes)
+
+    @property
+    def restorer(self) -> Restorer:
+        return Restorer(self.blobs, self.store)
+
+    # One decision per transaction, as a lone message or run step would be committed.
+
+    async def accept_input(
+        self, runtime_id: str, item: AnyInput, *, message_bytes: int | None = None
+    ) -> Outcome:
+        async with self.driver.transaction() as transaction:
+            decision = await transaction.accept_input(runtime_id, item, message_bytes=message_bytes)
+            await transaction.commit()
+        assert decision.outcome is not None
+        return decision.outcome
+
+    async def apply_command(self, runtime_id: str, command: AnyCommand) -> Outcome:
+        async with self.driver.transaction() as transaction:
+            decision = await transaction.apply_command(runtime_id, command)
+            await transaction.commit()
+        assert decision.outcome is not None
+        return decision.outcome
+
+    async def start_run(self, runtime_id: str) -> StartedRun | None:
+        """Stage the next batch, commit it, and restore what the executor gets (as the run loop
+        does); None when nothing runs or the run failed on a missing or corrupt blob."""
+        run_id = uuid7()
+        async with self.driver.transaction() as transaction:
+            decision = await transaction.stage_run(runtime_id, run_id)
+            if decision is None:
+                return None
+            await transaction.commit()
+        staged = step_result(RunStep(StepKind.STAGE, runtime_id, run_id), decision)
+        assert isinstance(staged, Staged)
+        try:
+            request = await self.restorer.request(runtime_id, run_id, list(staged.payloads))
+        except StoreError as exc:
+            try:
+                if exc.transient:
+                    raise
+                await self.fail_run(runtime_id, run_id, f"{type(exc).__name__}: {exc}")
+            finally:
+                self.driver.forget_run(runtime_id, run_id)
+            return None
+        return StartedRun(run_id, request)
+
+    async def finish_run(self, runtime_id: str, run_id: UUID, result: RunResult) -> bool:
+        async with self.driver.transaction() as transaction:
+            decision = await transaction.finish_run(runtime_id, run_id, result)
+            await transaction.commit()
+        return decision is not None
+
+    async def fail_run(self, runtime_id: str, run_id: UUID, error: str) -> bool:
+        async with self.driver.transaction() as transaction:
+            decision = await transaction.fail_run(runtime_id, run_id, error)
+            await transaction.commit()
+        return decision is not None
+
+    @asynccontextmanager
+    async def running(self, executor: Executor) -> AsyncIterator[RunLoop]:
+        """A run loop whose steps this harness's committer commits (it has no broker link: only
+        run steps go through it)."""
+        unused = BrokerLink("amqp://guest:guest@127.0.0.1:1/", Topology())
+        committer = Committer(self.driver, unused, limits=DEFAULT_LIMITS, delivery_limit=5)
+        loop = RunLoop(self.driver, executor, submit=committer.submit_step, restorer=self.restorer)
+        task = asyncio.get_running_loop().create_task(committer.run())
+        try:
+            yield loop
+        finally:
+            await loop.stop(1.0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def restart(self) -> Harness:
         """A new process: same stores, nothing cached, no faults armed."""
@@ -176,10 +274,10 @@ def abandon(input_id: UUID) -> AbandonInput:
     return AbandonInput(command_id=uuid4(), input_id=input_id)
 
 
-async def run_next(driver: RuntimeDriver, runtime_id: str) -> StartedRun:
+async def run_next(harness: Harness, runtime_id: str) -> StartedRun:
     """Start the next run, execute it with the echo executor and commit its boundary."""
-    started = await driver.start_run(runtime_id)
+    started = await harness.start_run(runtime_id)
     assert started is not None, "nothing to run"
     result = await execute(started.request)
-    assert await driver.finish_run(runtime_id, started.run_id, result)
+    assert await harness.finish_run(runtime_id, started.run_id, result)
     return started

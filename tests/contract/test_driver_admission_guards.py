@@ -32,7 +32,6 @@ from schemas import (
 from tests.contract.driver_fixtures import Harness, new_runtime_id, prompt
 from tests.unit.core_factories import make_command
 from tests.unit.images import IMAGE_BYTES, b64, inline_image
-from worker.driver import RuntimeDriver
 
 PNG = b64(IMAGE_BYTES[ImageMediaType.PNG])
 
@@ -43,9 +42,9 @@ async def assert_not_stored(store: RuntimeStore, runtime_id: str) -> None:
     assert await store.list_inputs(runtime_id) == []
 
 
-def tolerant(harness: Harness) -> RuntimeDriver:
+def tolerant(harness: Harness) -> Harness:
     """A driver on the same stores that lets destroy tombstone unknown runtimes."""
-    return RuntimeDriver(harness.store, harness.blobs, destroy_unknown_runtimes=True)
+    return Harness(harness.inner_store, harness.inner_blobs, destroy_unknown_runtimes=True)
 
 
 # -- commands for runtimes that do not exist --------------------------------------------------
@@ -57,7 +56,7 @@ async def test_a_command_for_an_unknown_runtime_is_refused_without_a_row(
 ) -> None:
     runtime_id = new_runtime_id()
 
-    outcome = await harness.driver.apply_command(runtime_id, make_command(command_type))
+    outcome = await harness.apply_command(runtime_id, make_command(command_type))
 
     assert isinstance(outcome, Rejected)
     assert isinstance(outcome.reason, RuntimeUnknown)
@@ -69,16 +68,16 @@ async def test_a_command_for_an_unknown_runtime_is_refused_without_a_row(
 async def test_an_unknown_runtime_stays_unknown_after_many_commands(harness: Harness) -> None:
     runtime_id = new_runtime_id()
     for command_type in ("destroy", "stop", "retire", "reset") * 3:
-        await harness.driver.apply_command(runtime_id, make_command(command_type))
+        await harness.apply_command(runtime_id, make_command(command_type))
 
     await assert_not_stored(harness.inner_store, runtime_id)
     # The id is still free for the runtime that will really use it.
-    assert isinstance(await harness.driver.accept_input(runtime_id, prompt()), Accepted)
+    assert isinstance(await harness.accept_input(runtime_id, prompt()), Accepted)
 
 
 async def test_a_command_after_an_input_of_the_same_batch_applies(harness: Harness) -> None:
     runtime_id = new_runtime_id()
-    async with harness.driver.batch() as batch:
+    async with harness.driver.transaction() as batch:
         await batch.accept_input(runtime_id, prompt())
         decision = await batch.apply_command(runtime_id, make_command("retire"))
         await batch.commit()
@@ -91,9 +90,9 @@ async def test_a_command_after_an_input_of_the_same_batch_applies(harness: Harne
 
 async def test_a_command_for_a_stored_runtime_applies(harness: Harness) -> None:
     runtime_id = new_runtime_id()
-    await harness.driver.accept_input(runtime_id, prompt())
+    await harness.accept_input(runtime_id, prompt())
 
-    outcome = await harness.restart().driver.apply_command(runtime_id, make_command("stop"))
+    outcome = await harness.restart().apply_command(runtime_id, make_command("stop"))
 
     assert isinstance(outcome, CommandCompleted)
     assert outcome.state is RuntimePhase.STOPPED
@@ -109,7 +108,7 @@ async def test_destroy_tombstones_an_unknown_runtime_when_allowed(harness: Harne
     stored = await harness.inner_store.load_runtime(runtime_id)
     assert stored.row is not None
     assert stored.row.phase is RuntimePhase.DESTROYED
-    assert await harness.restart().driver.accept_input(runtime_id, prompt()) == Rejected(
+    assert await harness.restart().accept_input(runtime_id, prompt()) == Rejected(
         reason=RuntimeDestroyed()
     )
 
@@ -133,7 +132,7 @@ async def test_only_destroy_is_allowed_on_an_unknown_runtime(
 @pytest.mark.parametrize("command", [False, True], ids=["input", "command"])
 async def test_refusing_a_malformed_message_writes_no_row(harness: Harness, command: bool) -> None:
     runtime_id = new_runtime_id()
-    async with harness.driver.batch() as batch:
+    async with harness.driver.transaction() as batch:
         decision = await batch.refuse(
             runtime_id, Malformed(detail="not strict JSON"), subject=uuid4(), command=command
         )
@@ -149,7 +148,7 @@ async def test_a_rejected_input_for_an_unknown_runtime_writes_no_row(harness: Ha
     runtime_id = new_runtime_id()
     broken = prompt(images=(inline_image(ImageMediaType.GIF, IMAGE_BYTES[ImageMediaType.PNG]),))
 
-    outcome = await harness.driver.accept_input(runtime_id, broken)
+    outcome = await harness.accept_input(runtime_id, broken)
 
     assert isinstance(outcome, Rejected)
     await assert_not_stored(harness.inner_store, runtime_id)
@@ -166,7 +165,7 @@ async def test_a_reference_to_a_missing_blob_is_refused(image_harness: Harness) 
     runtime_id = new_runtime_id()
     missing = "sha256:" + "0" * 64
 
-    outcome = await image_harness.driver.accept_input(
+    outcome = await image_harness.accept_input(
         runtime_id, prompt(images=(blob_reference(missing),))
     )
 
@@ -181,7 +180,7 @@ async def test_a_reference_to_a_stored_blob_is_accepted(image_harness: Harness) 
     blob_id = await image_harness.inner_blobs.put_image("image/png", PNG)
     item = prompt(images=(blob_reference(blob_id),))
 
-    outcome = await image_harness.driver.accept_input(runtime_id, item)
+    outcome = await image_harness.accept_input(runtime_id, item)
 
     assert isinstance(outcome, Accepted)
     stored = await image_harness.inner_store.get_input(runtime_id, item.header.id)
@@ -195,7 +194,7 @@ async def test_one_missing_blob_among_several_refuses_the_input(image_harness: H
     missing = "sha256:" + "1" * 64
     item = prompt(images=(blob_reference(present), blob_reference(missing)))
 
-    outcome = await image_harness.driver.accept_input(runtime_id, item)
+    outcome = await image_harness.accept_input(runtime_id, item)
 
     assert isinstance(outcome, Rejected)
     assert isinstance(outcome.reason, ImageInvalid)
@@ -207,7 +206,7 @@ async def test_a_blob_put_earlier_in_the_same_batch_counts(image_harness: Harnes
     inline = inline_image()
     first = prompt(images=(inline,))
     reference = blob_reference(blob_id_for(inline.media_type.value, inline.data))
-    async with image_harness.driver.batch() as batch:
+    async with image_harness.driver.transaction() as batch:
         await batch.accept_input(runtime_id, first)
         decision = await batch.accept_input(runtime_id, prompt(images=(reference,)))
         await batch.commit()
@@ -223,21 +222,21 @@ async def test_a_blob_store_outage_is_transient_not_a_rejection(image_harness: H
     image_harness.blobs.fail_next("exists")
 
     with pytest.raises(StoreUnavailable):
-        await image_harness.driver.accept_input(runtime_id, item)
+        await image_harness.accept_input(runtime_id, item)
 
     await assert_not_stored(image_harness.inner_store, runtime_id)
     assert await image_harness.event_codes(runtime_id) == []
-    assert isinstance(await image_harness.driver.accept_input(runtime_id, item), Accepted)
+    assert isinstance(await image_harness.accept_input(runtime_id, item), Accepted)
 
 
 async def test_a_duplicate_needs_no_blob_lookup(image_harness: Harness) -> None:
     runtime_id = new_runtime_id()
     blob_id = await image_harness.inner_blobs.put_image("image/png", PNG)
     item = prompt(images=(blob_reference(blob_id),))
-    await image_harness.driver.accept_input(runtime_id, item)
+    await image_harness.accept_input(runtime_id, item)
     lookups = image_harness.blobs.plan.calls["exists"]
 
-    await image_harness.driver.accept_input(runtime_id, item)
+    await image_harness.accept_input(runtime_id, item)
 
     assert image_harness.blobs.plan.calls["exists"] == lookups
 

@@ -1,4 +1,4 @@
-"""Group commit on every runtime store: a :class:`CommitBatch` spanning two runtimes commits all of
+"""Group commit on every runtime store: a :class:`Transaction` spanning two runtimes commits all of
 its decisions or none, and each decision sees the state the earlier ones in the batch produced."""
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from tests.contract.driver_fixtures import (
     run_next,
 )
 from tests.contract.faults import When
-from worker.commit_batch import CommitBatch
 from worker.core import Decision
+from worker.driver import Transaction
 
 
 async def _decide(
@@ -46,7 +46,7 @@ async def _decide(
     """Three inputs for ``left`` (the third repeats the first's key), one for ``right``, then
     ``command`` twice on ``left``; all in one batch."""
     stored_before = await harness.phases(right)
-    async with harness.driver.batch() as batch:
+    async with harness.driver.transaction() as batch:
         decisions = [await batch.accept_input(left, item) for item in items[:3]]
         decisions.append(await batch.accept_input(right, items[3]))
         decisions.append(await batch.apply_command(left, command))
@@ -154,21 +154,21 @@ async def test_a_batch_without_lookups_fails_whole_on_a_stored_duplicate(
     runtime_id = new_runtime_id()
     key = f"key-{uuid4()}"
     archived, command = prompt(key=key), retire()
-    await harness.driver.accept_input(runtime_id, archived)
-    await run_next(harness.driver, runtime_id)
-    await harness.driver.apply_command(runtime_id, command)
-    await harness.driver.apply_command(runtime_id, reset())
+    await harness.accept_input(runtime_id, archived)
+    await run_next(harness, runtime_id)
+    await harness.apply_command(runtime_id, command)
+    await harness.apply_command(runtime_id, reset())
     before = harness.driver.cached(runtime_id)
     stored_before = await harness.inner_store.list_inputs(runtime_id)
     fresh, same_key = prompt(), prompt(key=key)
 
-    async def without_lookups(repeat: Callable[[CommitBatch], Awaitable[Decision]]) -> None:
-        async with harness.driver.batch() as batch:
+    async def without_lookups(repeat: Callable[[Transaction], Awaitable[Decision]]) -> None:
+        async with harness.driver.transaction() as batch:
             await batch.accept_input(runtime_id, fresh, look_up_stored=False)
             await repeat(batch)
             await batch.commit()
 
-    repeats: list[Callable[[CommitBatch], Awaitable[Decision]]] = [
+    repeats: list[Callable[[Transaction], Awaitable[Decision]]] = [
         lambda b: b.accept_input(runtime_id, archived, look_up_stored=False),
         lambda b: b.accept_input(runtime_id, same_key, look_up_stored=False),
         lambda b: b.apply_command(runtime_id, command, look_up_stored=False),
@@ -179,7 +179,7 @@ async def test_a_batch_without_lookups_fails_whole_on_a_stored_duplicate(
         assert harness.driver.cached(runtime_id) is before
         assert await harness.inner_store.list_inputs(runtime_id) == stored_before
 
-    async with harness.driver.batch() as batch:
+    async with harness.driver.transaction() as batch:
         outcomes = [
             (await batch.accept_input(runtime_id, fresh)).outcome,
             (await batch.accept_input(runtime_id, archived)).outcome,
@@ -200,8 +200,8 @@ async def test_a_version_conflict_on_one_runtime_refuses_the_whole_batch(
     harness: Harness,
 ) -> None:
     fenced, bystander = new_runtime_id(), new_runtime_id()
-    await harness.driver.accept_input(fenced, prompt())
-    await harness.driver.accept_input(bystander, prompt())
+    await harness.accept_input(fenced, prompt())
+    await harness.accept_input(bystander, prompt())
     # Another process takes the runtime over: its cold load moves the stored version on.
     await harness.restart().driver.load(fenced)
     mine, theirs = prompt(), prompt()
@@ -220,7 +220,7 @@ async def test_a_version_conflict_on_one_runtime_refuses_the_whole_batch(
 async def _accept_together(
     harness: Harness, deliveries: list[tuple[str, PromptInput]]
 ) -> list[Decision]:
-    async with harness.driver.batch() as batch:
+    async with harness.driver.transaction() as batch:
         decisions = [await batch.accept_input(rid, item) for rid, item in deliveries]
         await batch.commit()
     return decisions

@@ -44,7 +44,7 @@ from worker.core import (
     Runtime,
     commit_boundary,
 )
-from worker.executors.echo import execute
+from worker.runs.executors.echo import execute
 
 
 async def test_a_staged_input_is_requeued_and_the_crashed_run_is_fenced_out(
@@ -52,8 +52,8 @@ async def test_a_staged_input_is_requeued_and_the_crashed_run_is_fenced_out(
 ) -> None:
     runtime_id = new_runtime_id()
     item = prompt()
-    await harness.driver.accept_input(runtime_id, item)
-    started = await harness.driver.start_run(runtime_id)
+    await harness.accept_input(runtime_id, item)
+    started = await harness.start_run(runtime_id)
     assert started is not None
     result = await execute(started.request)
 
@@ -67,9 +67,9 @@ async def test_a_staged_input_is_requeued_and_the_crashed_run_is_fenced_out(
     assert await harness.phases(runtime_id) == {item.header.id: InputPhase.QUEUED}
     # The old process may still finish its run: the recovery's version bump refuses it.
     with pytest.raises(VersionConflict):
-        await harness.driver.finish_run(runtime_id, started.run_id, result)
+        await harness.finish_run(runtime_id, started.run_id, result)
     assert await harness.inner_store.list_receipts(runtime_id) == []
-    await run_next(restarted.driver, runtime_id)
+    await run_next(restarted, runtime_id)
     assert await harness.phases(runtime_id) == {item.header.id: InputPhase.CONSUMED}
 
 
@@ -110,8 +110,8 @@ async def test_an_applied_input_is_consumed_with_its_receipt_and_requeued_withou
 ) -> None:
     runtime_id = new_runtime_id()
     item = prompt()
-    await harness.driver.accept_input(runtime_id, item)
-    assert await harness.driver.start_run(runtime_id) is not None
+    await harness.accept_input(runtime_id, item)
+    assert await harness.start_run(runtime_id) is not None
     run_id = await _apply_by_hand(harness.inner_store, runtime_id, phase)
     if with_receipt:
         await _put_receipt(harness.inner_store, runtime_id, run_id, item.header.id)
@@ -125,14 +125,14 @@ async def test_an_applied_input_is_consumed_with_its_receipt_and_requeued_withou
     assert (item.header.id in runtime.inputs) is not with_receipt
     report = restarted.driver.recoveries[runtime_id]
     assert report == RecoveryReport(1, 0 if with_receipt else 1, 0)
-    assert (await restarted.driver.start_run(runtime_id) is None) is with_receipt
+    assert (await restarted.start_run(runtime_id) is None) is with_receipt
 
 
 async def test_ephemeral_inputs_are_discarded_on_recovery(harness: Harness) -> None:
     runtime_id = new_runtime_id()
     durable, ephemeral = prompt(), prompt(durability=Durability.EPHEMERAL)
     for item in (durable, ephemeral):
-        await harness.driver.accept_input(runtime_id, item)
+        await harness.accept_input(runtime_id, item)
 
     restarted = harness.restart()
     runtime = await restarted.driver.load(runtime_id)
@@ -153,34 +153,34 @@ class Scenario:
 
 
 async def _queued(harness: Harness, runtime_id: str) -> None:
-    await harness.driver.accept_input(runtime_id, prompt())
+    await harness.accept_input(runtime_id, prompt())
 
 
 async def _running(harness: Harness, runtime_id: str) -> None:
     await _queued(harness, runtime_id)
-    assert await harness.driver.start_run(runtime_id) is not None
+    assert await harness.start_run(runtime_id) is not None
 
 
 async def _running_retired(harness: Harness, runtime_id: str) -> None:
     await _queued(harness, runtime_id)
     await _queued(harness, runtime_id)
-    await harness.driver.apply_command(runtime_id, retire())
-    assert await harness.driver.start_run(runtime_id) is not None
+    await harness.apply_command(runtime_id, retire())
+    assert await harness.start_run(runtime_id) is not None
 
 
 async def _retired(harness: Harness, runtime_id: str) -> None:
     await _queued(harness, runtime_id)
-    await harness.driver.apply_command(runtime_id, retire())
+    await harness.apply_command(runtime_id, retire())
 
 
 async def _stopped(harness: Harness, runtime_id: str) -> None:
     await _queued(harness, runtime_id)
-    await harness.driver.apply_command(runtime_id, stop())
+    await harness.apply_command(runtime_id, stop())
 
 
 async def _destroyed(harness: Harness, runtime_id: str) -> None:
     await _queued(harness, runtime_id)
-    await harness.driver.apply_command(runtime_id, destroy())
+    await harness.apply_command(runtime_id, destroy())
 
 
 def _not_ready(phase: RuntimePhase) -> Rejected:
@@ -222,27 +222,27 @@ async def test_recovery_from_every_stored_phase(harness: Harness, name: str) -> 
         None,
     )
     assert all(r.phase is not InputPhase.STAGED for r in runtime.inputs.values())
-    outcome = await restarted.driver.accept_input(runtime_id, prompt())
+    outcome = await restarted.accept_input(runtime_id, prompt())
     if scenario.refusal is None:
         assert isinstance(outcome, Accepted)
     else:
         assert outcome == scenario.refusal
     if scenario.runs:
-        await run_next(restarted.driver, runtime_id)
+        await run_next(restarted, runtime_id)
     else:
-        assert await restarted.driver.start_run(runtime_id) is None
+        assert await restarted.start_run(runtime_id) is None
 
 
 async def test_a_receipt_conflict_writes_nothing(harness: Harness) -> None:
     runtime_id = new_runtime_id()
     item = prompt()
-    await harness.driver.accept_input(runtime_id, item)
-    started = await harness.driver.start_run(runtime_id)
+    await harness.accept_input(runtime_id, item)
+    started = await harness.start_run(runtime_id)
     assert started is not None
     staged = harness.driver.cached(runtime_id)
     assert staged is not None
     result = await execute(started.request)
-    assert await harness.driver.finish_run(runtime_id, started.run_id, result)
+    assert await harness.finish_run(runtime_id, started.run_id, result)
     committed = harness.driver.cached(runtime_id)
     assert committed is not None
     store = harness.inner_store
@@ -254,7 +254,7 @@ async def test_a_receipt_conflict_writes_nothing(harness: Harness) -> None:
         await harness.event_codes(runtime_id),
     )
     # The same run's boundary once more: the driver itself refuses (the run is over) ...
-    assert not await harness.driver.finish_run(runtime_id, started.run_id, result)
+    assert not await harness.finish_run(runtime_id, started.run_id, result)
     # ... and a boundary decided on a stale copy, fenced on the current version so that only
     # the receipt can refuse it, is refused whole: the snapshot written before it is undone.
     replay = commit_boundary(
@@ -264,9 +264,8 @@ async def test_a_receipt_conflict_writes_nothing(harness: Harness) -> None:
         session={"transcript": ["replayed"]},
         message_count=99,
     )
-    async with harness.driver.lock(runtime_id):
-        with pytest.raises(ReceiptConflict):
-            await harness.driver.commit_locked([replay])
+    with pytest.raises(ReceiptConflict):
+        await harness.store.commit([replay])
 
     assert harness.driver.cached(runtime_id) is committed
     after = (
@@ -285,11 +284,11 @@ async def test_an_input_whose_runs_keep_crashing_the_worker_is_abandoned(
 ) -> None:
     runtime_id = new_runtime_id()
     item = prompt()
-    await harness.driver.accept_input(runtime_id, item)
+    await harness.accept_input(runtime_id, item)
     process = harness
 
     for _ in range(MAX_STAGE_ATTEMPTS):
-        assert await process.driver.start_run(runtime_id) is not None
+        assert await process.start_run(runtime_id) is not None
         process = process.restart()  # the worker dies mid-run
         await process.driver.load(runtime_id)
 
@@ -297,4 +296,4 @@ async def test_an_input_whose_runs_keep_crashing_the_worker_is_abandoned(
     assert stored is not None
     assert stored.phase is InputPhase.ABANDONED
     assert stored.abandon_reason == AttemptsExhausted(attempts=MAX_STAGE_ATTEMPTS)
-    assert await process.driver.start_run(runtime_id) is None
+    assert await process.start_run(runtime_id) is None

@@ -27,7 +27,7 @@ from tests.contract.driver_fixtures import Harness, new_runtime_id, prompt, run_
 from tests.contract.faults import When
 from tests.unit.images import inline_image, png_bytes
 from worker.core import MAX_STAGE_ATTEMPTS
-from worker.executors.echo import execute
+from worker.runs.executors.echo import execute
 
 _LOST = CommitOutcomeUnknown("connection lost during COMMIT")
 
@@ -43,7 +43,7 @@ async def test_images_are_externalized_before_the_ack(image_harness: Harness) ->
     item, image = _image_prompt()
     blob_id = blob_id_for(image.media_type.value, image.data)
 
-    outcome = await harness.driver.accept_input(runtime_id, item)
+    outcome = await harness.accept_input(runtime_id, item)
 
     assert isinstance(outcome, Accepted)
     journal = harness.journal
@@ -65,9 +65,9 @@ async def test_a_run_gets_its_images_back_inline(image_harness: Harness) -> None
     harness = image_harness
     runtime_id = new_runtime_id()
     item, image = _image_prompt()
-    await harness.driver.accept_input(runtime_id, item)
+    await harness.accept_input(runtime_id, item)
 
-    started = await harness.restart().driver.start_run(runtime_id)
+    started = await harness.restart().start_run(runtime_id)
 
     assert started is not None
     assert started.request.inputs == (item,)
@@ -83,10 +83,10 @@ async def test_a_missing_image_fails_the_run_and_counts_an_attempt(
     harness = image_harness
     runtime_id = new_runtime_id()
     item, image = _image_prompt()
-    await harness.driver.accept_input(runtime_id, item)
+    await harness.accept_input(runtime_id, item)
     await harness.inner_blobs.delete(blob_id_for(image.media_type.value, image.data))
 
-    assert await harness.driver.start_run(runtime_id) is None
+    assert await harness.start_run(runtime_id) is None
 
     stored = await harness.inner_store.get_input(runtime_id, item.header.id)
     assert stored is not None
@@ -95,7 +95,7 @@ async def test_a_missing_image_fails_the_run_and_counts_an_attempt(
     (failed,) = [e for e in events if e.code is EventCode.RUN_FAILED]
     assert str(failed.data["error"]).startswith("BlobNotFound:")
     for _ in range(MAX_STAGE_ATTEMPTS - 1):
-        assert await harness.driver.start_run(runtime_id) is None
+        assert await harness.start_run(runtime_id) is None
     exhausted = await harness.inner_store.get_input(runtime_id, item.header.id)
     assert exhausted is not None
     assert exhausted.phase is InputPhase.ABANDONED
@@ -105,16 +105,16 @@ async def test_a_missing_image_fails_the_run_and_counts_an_attempt(
 async def test_three_failed_runs_abandon_the_input(harness: Harness) -> None:
     runtime_id = new_runtime_id()
     doomed = prompt("doomed")
-    await harness.driver.accept_input(runtime_id, doomed)
+    await harness.accept_input(runtime_id, doomed)
     attempts = []
 
     for attempt in range(1, MAX_STAGE_ATTEMPTS + 1):
         # A restart between failures must not reset the count.
         process = harness.restart() if attempt == 2 else harness
-        started = await process.driver.start_run(runtime_id)
+        started = await process.start_run(runtime_id)
         assert started is not None
         assert started.request.inputs == (doomed,)
-        assert await process.driver.fail_run(runtime_id, started.run_id, "executor crashed")
+        assert await process.fail_run(runtime_id, started.run_id, "executor crashed")
         stored = await harness.inner_store.get_input(runtime_id, doomed.header.id)
         assert stored is not None
         attempts.append((stored.phase, stored.attempt_count))
@@ -128,10 +128,10 @@ async def test_three_failed_runs_abandon_the_input(harness: Harness) -> None:
     stored = await harness.inner_store.get_input(runtime_id, doomed.header.id)
     assert stored is not None
     assert stored.abandon_reason == AttemptsExhausted(attempts=3)
-    assert await harness.driver.start_run(runtime_id) is None
+    assert await harness.start_run(runtime_id) is None
     next_one = prompt("next")
-    await harness.driver.accept_input(runtime_id, next_one)
-    started = await harness.driver.start_run(runtime_id)
+    await harness.accept_input(runtime_id, next_one)
+    started = await harness.start_run(runtime_id)
     assert started is not None
     assert started.request.inputs == (next_one,)
 
@@ -141,12 +141,12 @@ async def test_a_completed_run_commits_its_snapshot_receipt_and_consumed_inputs(
 ) -> None:
     runtime_id = new_runtime_id()
     item = prompt("remember this")
-    await harness.driver.accept_input(runtime_id, item)
-    started = await harness.driver.start_run(runtime_id)
+    await harness.accept_input(runtime_id, item)
+    started = await harness.start_run(runtime_id)
     assert started is not None
     result = await execute(started.request)
 
-    assert await harness.driver.finish_run(runtime_id, started.run_id, result)
+    assert await harness.finish_run(runtime_id, started.run_id, result)
 
     snapshot = await harness.inner_store.load_snapshot(runtime_id)
     assert snapshot is not None
@@ -155,8 +155,8 @@ async def test_a_completed_run_commits_its_snapshot_receipt_and_consumed_inputs(
     assert (receipt.run_id, receipt.contributing_input_ids) == (started.run_id, (item.header.id,))
     assert await harness.phases(runtime_id) == {item.header.id: InputPhase.CONSUMED}
     following = prompt("and this")
-    await harness.driver.accept_input(runtime_id, following)
-    again = await harness.restart().driver.start_run(runtime_id)
+    await harness.accept_input(runtime_id, following)
+    again = await harness.restart().start_run(runtime_id)
     assert again is not None
     assert again.request.session == snapshot.body
 
@@ -167,13 +167,13 @@ async def test_a_failed_stage_commit_runs_nothing_and_loses_nothing(
 ) -> None:
     runtime_id = new_runtime_id()
     item = prompt()
-    await harness.driver.accept_input(runtime_id, item)
+    await harness.accept_input(runtime_id, item)
     before = harness.driver.cached(runtime_id)
     error = StoreUnavailable("database went away") if when == "before" else _LOST
     harness.store.fail_next("commit", when, error)
 
     with pytest.raises(type(error)):
-        await harness.driver.start_run(runtime_id)
+        await harness.start_run(runtime_id)
 
     if when == "before":
         assert harness.driver.cached(runtime_id) is before
@@ -183,7 +183,7 @@ async def test_a_failed_stage_commit_runs_nothing_and_loses_nothing(
         assert await harness.phases(runtime_id) == {item.header.id: InputPhase.STAGED}
     # Either way the input runs: still queued, or staged by a run nobody executes, which the
     # reload puts back in its lane.
-    started = await run_next(harness.driver, runtime_id)
+    started = await run_next(harness, runtime_id)
     assert started.request.inputs == (item,)
     assert await harness.phases(runtime_id) == {item.header.id: InputPhase.CONSUMED}
 
@@ -194,19 +194,19 @@ async def test_a_boundary_commit_that_failed_is_retried_and_applied_once(
 ) -> None:
     runtime_id = new_runtime_id()
     item = prompt()
-    await harness.driver.accept_input(runtime_id, item)
-    started = await harness.driver.start_run(runtime_id)
+    await harness.accept_input(runtime_id, item)
+    started = await harness.start_run(runtime_id)
     assert started is not None
     result = await execute(started.request)
     error = StoreUnavailable("database went away") if when == "before" else _LOST
     harness.store.fail_next("commit", when, error)
 
     with pytest.raises(type(error)):
-        await harness.driver.finish_run(runtime_id, started.run_id, result)
+        await harness.finish_run(runtime_id, started.run_id, result)
 
     # Not committed: the run is still current and its result can be committed again. Maybe
     # committed: the reload finds the run over, and the retry changes nothing.
-    assert await harness.driver.finish_run(runtime_id, started.run_id, result) is (when == "before")
+    assert await harness.finish_run(runtime_id, started.run_id, result) is (when == "before")
     assert await harness.phases(runtime_id) == {item.header.id: InputPhase.CONSUMED}
     assert len(await harness.inner_store.list_receipts(runtime_id)) == 1
     codes = await harness.event_codes(runtime_id)
@@ -218,8 +218,8 @@ async def test_a_failed_recovery_commit_leaves_the_rows_and_caches_nothing(
 ) -> None:
     runtime_id = new_runtime_id()
     item = prompt()
-    await harness.driver.accept_input(runtime_id, item)
-    assert await harness.driver.start_run(runtime_id) is not None
+    await harness.accept_input(runtime_id, item)
+    assert await harness.start_run(runtime_id) is not None
     row_before = (await harness.inner_store.load_runtime(runtime_id)).row
     restarted = harness.restart()
     restarted.store.fail_next("commit")

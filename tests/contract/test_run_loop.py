@@ -12,9 +12,9 @@ from schemas import InputPhase
 from tests.contract.driver_fixtures import Harness, new_runtime_id, prompt, retire
 from tests.unit.images import inline_image
 from worker.core import SessionSnapshot
-from worker.executors import RunRequest, RunResult
-from worker.executors.echo import execute
-from worker.runloop import RunLoop
+from worker.runs.executors import RunRequest, RunResult
+from worker.runs.executors.echo import execute
+from worker.runs.loop import RunLoop
 
 
 async def _run_to_idle(harness: Harness, loop: RunLoop, runtime_id: str) -> None:
@@ -26,7 +26,7 @@ async def _run_to_idle(harness: Harness, loop: RunLoop, runtime_id: str) -> None
 async def test_a_boundary_commit_that_fails_briefly_is_retried(harness: Harness) -> None:
     runtime_id = new_runtime_id()
     item = prompt("hello")
-    await harness.driver.accept_input(runtime_id, item)
+    await harness.accept_input(runtime_id, item)
     finished = asyncio.Event()
 
     async def executor(run: RunRequest) -> RunResult:
@@ -35,8 +35,8 @@ async def test_a_boundary_commit_that_fails_briefly_is_retried(harness: Harness)
         finished.set()
         return result
 
-    loop = RunLoop(harness.driver, executor)
-    await _run_to_idle(harness, loop, runtime_id)
+    async with harness.running(executor) as loop:
+        await _run_to_idle(harness, loop, runtime_id)
 
     assert finished.is_set()
     assert (await harness.phases(runtime_id))[item.header.id] is InputPhase.CONSUMED
@@ -51,7 +51,7 @@ async def test_a_store_away_through_every_retry_does_not_leave_the_runtime_runni
 ) -> None:
     runtime_id = new_runtime_id()
     item = prompt("hello")
-    await harness.driver.accept_input(runtime_id, item)
+    await harness.accept_input(runtime_id, item)
     calls = 0
 
     async def executor(run: RunRequest) -> RunResult:
@@ -61,8 +61,8 @@ async def test_a_store_away_through_every_retry_does_not_leave_the_runtime_runni
             harness.store.fail_next("commit", times=6)
         return await execute(run)
 
-    loop = RunLoop(harness.driver, executor)
-    await _run_to_idle(harness, loop, runtime_id)
+    async with harness.running(executor) as loop:
+        await _run_to_idle(harness, loop, runtime_id)
 
     # The first run was given up to recovery (requeued); the second one committed.
     assert calls == 2
@@ -80,7 +80,7 @@ async def test_a_store_away_through_every_restore_retry_gives_the_run_up_to_reco
     once the store answers, instead of leaving the runtime "running" with nobody running it."""
     runtime_id = new_runtime_id()
     item = prompt("hello")
-    await harness.driver.accept_input(runtime_id, item)
+    await harness.accept_input(runtime_id, item)
     store = harness.store
     real_load_snapshot = store.load_snapshot
     reads = 0
@@ -95,8 +95,8 @@ async def test_a_store_away_through_every_restore_retry_gives_the_run_up_to_reco
         return await real_load_snapshot(runtime)
 
     monkeypatch.setattr(store, "load_snapshot", load_snapshot)
-    loop = RunLoop(harness.driver, execute)
-    await _run_to_idle(harness, loop, runtime_id)
+    async with harness.running(execute) as loop:
+        await _run_to_idle(harness, loop, runtime_id)
 
     assert (await harness.phases(runtime_id))[item.header.id] is InputPhase.CONSUMED
     assert loop.runs_completed == 1
@@ -109,10 +109,10 @@ async def test_a_blob_store_outage_while_restoring_images_is_waited_out(
 ) -> None:
     runtime_id = new_runtime_id()
     item = prompt("look", images=(inline_image(),))
-    await harness.driver.accept_input(runtime_id, item)
+    await harness.accept_input(runtime_id, item)
     harness.blobs.fail_next("get", times=2)
 
-    started = await harness.driver.start_run(runtime_id)
+    started = await harness.start_run(runtime_id)
 
     assert started is not None
     assert harness.blobs.calls["get"] >= 3
@@ -121,17 +121,17 @@ async def test_a_blob_store_outage_while_restoring_images_is_waited_out(
 async def test_a_stale_cache_during_a_run_keeps_the_run(harness: Harness) -> None:
     runtime_id = new_runtime_id()
     first, second = prompt("first"), prompt("second")
-    await harness.driver.accept_input(runtime_id, first)
-    started = await harness.driver.start_run(runtime_id)
+    await harness.accept_input(runtime_id, first)
+    started = await harness.start_run(runtime_id)
     assert started is not None
     # Another message's commit dies during COMMIT (it did write): the cache is dropped.
     harness.store.fail_next("commit", when="after", error=CommitOutcomeUnknown("cut"))
     with pytest.raises(CommitOutcomeUnknown):
-        await harness.driver.accept_input(runtime_id, second)
+        await harness.accept_input(runtime_id, second)
     assert harness.driver.cached(runtime_id) is None
 
     result = await execute(started.request)
-    assert await harness.driver.finish_run(runtime_id, started.run_id, result)
+    assert await harness.finish_run(runtime_id, started.run_id, result)
 
     phases = await harness.phases(runtime_id)
     assert phases[first.header.id] is InputPhase.CONSUMED
@@ -145,10 +145,10 @@ async def test_the_cache_forgets_runtimes_at_rest_past_its_cap(harness: Harness)
     driver = harness.driver
     driver.max_cached_runtimes = 2
     busy, idle_ids = new_runtime_id(), [new_runtime_id() for _ in range(3)]
-    await driver.accept_input(busy, prompt("waiting"))  # a queued input: never evicted
+    await harness.accept_input(busy, prompt("waiting"))  # a queued input: never evicted
     for runtime_id in idle_ids:
-        await driver.accept_input(runtime_id, prompt("dropped"))
-        await driver.apply_command(runtime_id, retire(abandon_pending=True))  # at rest
+        await harness.accept_input(runtime_id, prompt("dropped"))
+        await harness.apply_command(runtime_id, retire(abandon_pending=True))  # at rest
     assert driver.cached(busy) is not None
     assert [r for r in idle_ids if driver.cached(r) is not None] == idle_ids[-1:]
     reloaded = await driver.load(idle_ids[0])

@@ -24,8 +24,8 @@ from schemas import CommandEnvelope, EventEnvelope, InputEnvelope, InputPhase, R
 from tests.fixtures.rabbitmq import TopologyFactory
 from worker.app import Worker
 from worker.config import Settings
-from worker.executors import Executor
 from worker.publish import publish_envelope, request_reply
+from worker.runs.executors import Executor
 from worker.topology import Topology
 
 PNG_1X1 = base64.b64decode(

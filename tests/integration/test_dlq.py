@@ -21,8 +21,8 @@ from tests.fixtures.rabbitmq import TopologyFactory
 from worker.cli_broker import broker_command, replay, show_dead
 from worker.config import Settings
 from worker.dlq import list_dead, replay_dead
+from worker.pipeline.settle import ERROR_HEADER
 from worker.publish import build_prompt, publish_input
-from worker.settle import ERROR_HEADER
 from worker.topology import SHARD_WEIGHT, Topology
 
 pytestmark = pytest.mark.integration

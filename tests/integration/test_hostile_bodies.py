@@ -26,8 +26,8 @@ from schemas import (
 )
 from tests.integration.conftest import Stack, StackFactory, new_runtime_id
 from worker.dlq import list_dead
+from worker.pipeline.settle import ERROR_HEADER, release
 from worker.publish import build_prompt
-from worker.settle import ERROR_HEADER, release
 
 pytestmark = pytest.mark.integration
 

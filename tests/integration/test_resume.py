@@ -24,7 +24,9 @@ async def _leave_queued_work(postgres_url: str, writer: str) -> str:
         store.writer_id = writer
         runtime_id = new_runtime_id()
         envelope = build_prompt(runtime_id, "left behind", [])
-        await RuntimeDriver(store, MemoryBlobStore()).accept_input(runtime_id, envelope.input)
+        async with RuntimeDriver(store, MemoryBlobStore()).transaction() as transaction:
+            await transaction.accept_input(runtime_id, envelope.input)
+            await transaction.commit()
         return runtime_id
     finally:
         await store.close()

@@ -38,7 +38,9 @@ def _accept_prompt_with_image(database_url: str, blobs: Path, runtime_id: str) -
             picture = blobs.parent / "pixel.png"
             picture.write_bytes(png_bytes())
             envelope = build_prompt(runtime_id, "hello", [picture])
-            await driver.accept_input(runtime_id, envelope.input)
+            async with driver.transaction() as transaction:
+                await transaction.accept_input(runtime_id, envelope.input)
+                await transaction.commit()
         finally:
             await store.close()
 

@@ -32,7 +32,7 @@ def test_defaults_match_the_contract() -> None:
     assert settings.blob_url.get_secret_value() == "file://./blobs"
     assert settings.shards == 16
     assert settings.prefetch == 256
-    assert settings.executor == "worker.executors.echo:execute"
+    assert settings.executor == "worker.runs.executors.echo:execute"
     assert settings.executor_url is None
     assert settings.executor_timeout_seconds == 300
     assert settings.http_port == 8080
@@ -40,7 +40,7 @@ def test_defaults_match_the_contract() -> None:
     assert settings.log_format == "json"
     assert settings.shutdown_grace_seconds == 30
     assert settings.group_commit_window_ms == 5
-    assert settings.max_concurrent_runs == 8
+    assert settings.max_concurrent_runs == 256
     assert settings.limits.to_limits() == DEFAULT_LIMITS
     assert settings.topology_prefix == "meerkat"
     assert settings.membership is True

@@ -31,8 +31,8 @@ from schemas import (
     TextBlock,
 )
 from tests.unit.images import IMAGE_BYTES, inline_image
-from worker.executors import ExecutorLoadError, RunRequest, echo, http, load_executor
-from worker.executors.http import ExecutorError, make_http_executor
+from worker.runs.executors import ExecutorLoadError, RunRequest, echo, http, load_executor
+from worker.runs.executors.http import ExecutorError, make_http_executor
 
 pytestmark = pytest.mark.unit
 
@@ -134,19 +134,19 @@ async def test_echo_refuses_a_foreign_session_snapshot() -> None:
 
 
 def test_load_executor_finds_the_built_in_ones() -> None:
-    assert load_executor("worker.executors.echo:execute") is echo.execute
-    assert load_executor("worker.executors.http:execute") is http.execute
+    assert load_executor("worker.runs.executors.echo:execute") is echo.execute
+    assert load_executor("worker.runs.executors.http:execute") is http.execute
 
 
 @pytest.mark.parametrize(
     "path",
     [
-        "worker.executors.echo",
-        "worker.executors.echo:",
+        "worker.runs.executors.echo",
+        "worker.runs.executors.echo:",
         ":execute",
-        "worker.executors.nowhere:execute",
-        "worker.executors.echo:missing",
-        "worker.executors.echo:PART_SEPARATOR",
+        "worker.runs.executors.nowhere:execute",
+        "worker.runs.executors.echo:missing",
+        "worker.runs.executors.echo:PART_SEPARATOR",
     ],
 )
 def test_load_executor_refuses_bad_paths(path: str) -> None:

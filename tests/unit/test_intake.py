@@ -12,8 +12,8 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from schemas import Malformed
 from tests.unit.timing import Clock, within
-from worker.intake import Delivery, Intake
-from worker.parsing import Unparseable
+from worker.pipeline.inbox import Delivery, Inbox, Item
+from worker.pipeline.parsing import Unparseable
 
 pytestmark = pytest.mark.unit
 
@@ -37,8 +37,8 @@ def delivery(name: str, runtime_id: str | None, channel: Channel, *,
                     cast(aiormq.abc.AbstractChannel, channel), parsed)
 
 
-def names(batch: list[Delivery]) -> list[str]:
-    return [cast(Message, d.message).name for d in batch]
+def names(batch: list[Item]) -> list[str]:
+    return [cast(Message, d.message).name for d in batch if isinstance(d, Delivery)]
 
 
 @pytest.fixture
@@ -52,15 +52,15 @@ def dropped() -> list[int]:
 
 
 @pytest.fixture
-def intake(clock: Clock, dropped: list[int]) -> Intake:
-    return Intake(on_drop=dropped.append, clock=clock)
+def intake(clock: Clock, dropped: list[int]) -> Inbox:
+    return Inbox(on_drop=dropped.append, clock=clock)
 
 
-async def take(intake: Intake) -> list[str]:
+async def take(intake: Inbox) -> list[str]:
     return names(await within(intake.take(100), "a batch"))
 
 
-async def test_deliveries_come_out_in_arrival_order(intake: Intake) -> None:
+async def test_deliveries_come_out_in_arrival_order(intake: Inbox) -> None:
     channel = Channel()
     for name, runtime in [("a1", "a"), ("b1", "b"), ("a2", "a")]:
         intake.put(delivery(name, runtime, channel))
@@ -68,7 +68,7 @@ async def test_deliveries_come_out_in_arrival_order(intake: Intake) -> None:
 
 
 async def test_a_held_delivery_holds_its_runtime_and_no_other(
-    intake: Intake, clock: Clock
+    intake: Inbox, clock: Clock
 ) -> None:
     channel = Channel()
     failed = delivery("a1", "a", channel)
@@ -83,7 +83,7 @@ async def test_a_held_delivery_holds_its_runtime_and_no_other(
 
 
 async def test_a_returned_delivery_goes_ahead_of_its_runtimes_first_deliveries(
-    intake: Intake,
+    intake: Inbox,
 ) -> None:
     channel = Channel()
     intake.put(delivery("a7", "a", channel))
@@ -95,7 +95,7 @@ async def test_a_returned_delivery_goes_ahead_of_its_runtimes_first_deliveries(
 
 
 async def test_a_returned_delivery_of_a_held_runtime_waits_with_it(
-    intake: Intake, clock: Clock
+    intake: Inbox, clock: Clock
 ) -> None:
     channel = Channel()
     intake.hold(delivery("a2", "a", channel), seconds=5)
@@ -107,7 +107,7 @@ async def test_a_returned_delivery_of_a_held_runtime_waits_with_it(
 
 
 async def test_deliveries_of_a_closed_or_released_channel_are_dropped(
-    intake: Intake, dropped: list[int]
+    intake: Inbox, dropped: list[int]
 ) -> None:
     old, released, new = Channel(), Channel(), Channel()
     intake.put(delivery("a1", "a", old))
@@ -120,7 +120,7 @@ async def test_deliveries_of_a_closed_or_released_channel_are_dropped(
     assert sum(dropped) == 3
 
 
-async def test_a_pause_defers_the_next_batch(intake: Intake, clock: Clock) -> None:
+async def test_a_pause_defers_the_next_batch(intake: Inbox, clock: Clock) -> None:
     intake.pause(0.05)  # the clock is frozen: the pause is waited out on the event loop
     intake.put(delivery("a1", "a", Channel()))
     clock.advance(1)

@@ -24,7 +24,7 @@ from tests.unit.wire_bodies import (
     encode,
     input_document,
 )
-from worker.parsing import ParsedCommand, ParsedInput, Unparseable, parse_delivery
+from worker.pipeline.parsing import ParsedCommand, ParsedInput, Unparseable, parse_delivery
 
 pytestmark = pytest.mark.unit
 

@@ -41,7 +41,7 @@ from tests.unit.wire_bodies import (
     prompt_with_text,
     refused,
 )
-from worker.parsing import ParsedCommand, ParsedInput, Unparseable, parse_delivery
+from worker.pipeline.parsing import ParsedCommand, ParsedInput, Unparseable, parse_delivery
 
 pytestmark = pytest.mark.unit
 

@@ -10,8 +10,8 @@ import pytest
 
 from schemas import Accepted, InputPhase, Lane, Malformed, NotReady, Outcome, Rejected, RuntimePhase
 from worker.core import Decision
-from worker.parsing import ParsedMessage, Unparseable
-from worker.policy import Action, Settlement, settlement_for
+from worker.pipeline.parsing import ParsedMessage, Unparseable
+from worker.pipeline.policy import Action, Settlement, settlement_for
 
 pytestmark = pytest.mark.unit
 

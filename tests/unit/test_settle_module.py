@@ -20,4 +20,4 @@ def test_only_worker_settle_acks_or_rejects() -> None:
         for path in (ROOT / package).rglob("*.py")
         if SETTLING_CALL.search(path.read_text(encoding="utf-8"))
     )
-    assert settlers == ["worker/settle.py"]
+    assert settlers == ["worker/pipeline/settle.py"]

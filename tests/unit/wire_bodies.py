@@ -12,7 +12,7 @@ from typing import Any
 
 from schemas import DEFAULT_LIMITS, INPUT_MESSAGE_TYPE, ImageMediaType, Malformed
 from tests.unit.images import IMAGE_BYTES, b64
-from worker.parsing import ParsedCommand, ParsedInput, Unparseable, parse_delivery
+from worker.pipeline.parsing import ParsedCommand, ParsedInput, Unparseable, parse_delivery
 
 RUNTIME = "rt:wire:7"
 INPUT_ID = "0190e4a8-7c2b-7d3e-8f00-0123456789ab"

@@ -7,7 +7,8 @@ given is never changed.
 """
 
 from worker.core.admission import accept_input, admission_signal, externalize_images, lane_for
-from worker.core.commands import apply_command
+from worker.core.commands import UnknownRuntimes, apply_command
+from worker.core.decide import decide_command, decide_input
 from worker.core.errors import CommandRefused, IllegalTransition, InputRejected, RunNotCurrent
 from worker.core.model import (
     MAX_STAGE_ATTEMPTS,
@@ -69,6 +70,7 @@ __all__ = [
     "RuntimeRow",
     "SessionSnapshot",
     "Signal",
+    "UnknownRuntimes",
     "accept_input",
     "admission_signal",
     "apply_command",
@@ -76,6 +78,8 @@ __all__ = [
     "can_start_run",
     "commit_boundary",
     "conversation_digest",
+    "decide_command",
+    "decide_input",
     "externalize_images",
     "fail_run",
     "lane_for",

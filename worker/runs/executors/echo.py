@@ -35,7 +35,7 @@ from schemas import (
     OperationInput,
     TextBlock,
 )
-from worker.executors import RunRequest, RunResult
+from worker.runs.executors import RunRequest, RunResult
 
 PART_SEPARATOR = " "
 """Between the parts (text blocks, image descriptions) of one input's text."""

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from worker.config import load_settings
-from worker.executors import Executor, RunRequest, RunResult
+from worker.runs.executors import Executor, RunRequest, RunResult
 
 BODY_EXCERPT_CHARS = 200
 """How much of an unexpected response body an error message quotes."""
@@ -63,7 +63,7 @@ def make_http_executor(url: str, timeout_seconds: float) -> Executor:
 
 
 async def execute(run: RunRequest) -> RunResult:
-    """The executor named by ``MEERKAT_EXECUTOR=worker.executors.http:execute``.
+    """The executor named by ``MEERKAT_EXECUTOR=worker.runs.executors.http:execute``.
 
     The settings are read at each call, so the URL can be set after this module is imported.
     """

@@ -6,8 +6,8 @@ the whole process, so parsing must never raise: whatever the bytes, the answer i
 an Unparseable is dead-lettered at once. The checks run cheapest and most fundamental first:
 
 1. the size limit, before any byte is read;
-2. strict JSON (:mod:`worker.wire`): UTF-8, no NaN/Infinity, no duplicate key, a nesting limit;
-   nothing recursive sees the document before this has passed;
+2. strict JSON (:mod:`worker.pipeline.wire`): UTF-8, no NaN/Infinity, no duplicate key, a
+   nesting limit; nothing recursive sees the document before this has passed;
 3. the AMQP ``type``;
 4. the routing key against the body's ``runtime_id``: the broker shards and orders by the routing
    key, so a body that names another runtime would be decided on the wrong shard, outside that
@@ -45,7 +45,7 @@ from schemas import (
     Malformed,
     TooLarge,
 )
-from worker.wire import NotStrictJson, read_strict_json
+from worker.pipeline.wire import NotStrictJson, read_strict_json
 
 _RUNTIME_ID = re.compile(RUNTIME_ID_PATTERN)
 _MAX_SHOWN = 200

@@ -1,4 +1,10 @@
-"""The committer's intake: deliveries waiting to be decided, in per-runtime order.
+"""The inbox: deliveries and run transitions waiting to be decided, in per-runtime order.
+
+Run transitions (a run to stage, a run that ended) come from the run loop and are taken ahead
+of deliveries, which they need not be ordered with. Items of a window that must be decided again
+(after an outage, a conflict, or a window that was aborted because one it depended on failed)
+are put back at the front, in their order; an item flagged ``alone`` is taken as a window of its
+own, which is how a failing window is split to find its culprit.
 
 Deliveries arrive from every shard consumer in the order each queue delivered them, and one
 runtime's messages all come from one shard, so taking them first-in first-out decides each
@@ -34,7 +40,8 @@ from dataclasses import dataclass
 import aiormq.abc
 from aio_pika.abc import AbstractIncomingMessage
 
-from worker.parsing import ParsedMessage
+from worker.pipeline.parsing import ParsedMessage
+from worker.pipeline.steps import RunStep
 
 
 @dataclass(eq=False)
@@ -45,6 +52,10 @@ class Delivery:
     message: AbstractIncomingMessage
     channel: aiormq.abc.AbstractChannel
     parsed: ParsedMessage
+    alone: bool = False
+    """Decide this delivery in a window of its own."""
+    conflicts: int = 0
+    """Version conflicts met so far, each retried at once."""
 
     @property
     def runtime_id(self) -> str | None:
@@ -54,12 +65,16 @@ class Delivery:
 OnDrop = Callable[[int], None]
 
 
-class Intake:
+Item = Delivery | RunStep
+
+
+class Inbox:
     def __init__(
         self, *, on_drop: OnDrop = lambda _: None, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._inbox: deque[Delivery] = deque()
-        self._held: dict[str, deque[Delivery]] = {}
+        self._inbox: deque[Item] = deque()
+        self._steps: deque[RunStep] = deque()
+        self._held: dict[str, deque[Item]] = {}
         """Runtime → its deliveries held behind a failed one (the head is retried first)."""
         self._retry_at: dict[str, float] = {}
         self._released: weakref.WeakSet[aiormq.abc.AbstractChannel] = weakref.WeakSet()
@@ -77,16 +92,39 @@ class Intake:
             self._inbox.append(delivery)
         self._arrived.set()
 
+    def put_step(self, step: RunStep) -> None:
+        self._steps.append(step)
+        self._arrived.set()
+
+    def put_back(self, items: list[Item]) -> None:
+        """Items to decide again before anything newer, in this order (a runtime that is held
+        keeps its items behind the held one)."""
+        steps = [i for i in items if isinstance(i, RunStep)]
+        self._steps.extendleft(reversed(steps))
+        front: list[Item] = []
+        for item in items:
+            if isinstance(item, RunStep):
+                continue
+            if self.is_held(item.runtime_id):
+                self.hold_behind(item)
+            else:
+                front.append(item)
+        self._inbox.extendleft(reversed(front))
+        self._arrived.set()
+
     def pause(self, seconds: float) -> None:
         """Decide nothing for ``seconds`` (after a reconnect: see the module docstring)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     def __len__(self) -> int:
-        return len(self._inbox) + sum(len(q) for q in self._held.values())
+        held = sum(len(q) for q in self._held.values())
+        return len(self._inbox) + len(self._steps) + held
 
-    def alive(self, delivery: Delivery) -> bool:
-        """Whether the delivery may still be decided and settled on its channel."""
-        return not delivery.channel.is_closed and delivery.channel not in self._released
+    def alive(self, item: Item) -> bool:
+        """Whether the item may still be decided (a delivery: and settled on its channel)."""
+        if isinstance(item, RunStep):
+            return True
+        return not item.channel.is_closed and item.channel not in self._released
 
     def release(self, channel: aiormq.abc.AbstractChannel) -> int:
         """From now on, deliveries of ``channel`` are dropped; returns how many were."""
@@ -96,7 +134,7 @@ class Intake:
     def is_held(self, runtime_id: str | None) -> bool:
         return runtime_id is not None and runtime_id in self._held
 
-    def hold(self, delivery: Delivery, seconds: float) -> None:
+    def hold(self, delivery: Item, seconds: float) -> None:
         """Retry ``delivery`` after ``seconds``; its runtime's later deliveries wait behind."""
         runtime_id = delivery.runtime_id
         if runtime_id is None:  # nothing to keep in order with: retry it on its own
@@ -105,14 +143,14 @@ class Intake:
         self._retry_at[runtime_id] = self._clock() + seconds
         self._arrived.set()
 
-    def hold_behind(self, delivery: Delivery) -> None:
+    def hold_behind(self, delivery: Item) -> None:
         """Queue ``delivery`` behind its runtime's held ones (see :meth:`is_held`)."""
         assert delivery.runtime_id is not None
         self._held[delivery.runtime_id].append(delivery)
 
-    async def take(self, max_batch: int, window: float = 0.0) -> list[Delivery]:
-        """The next batch: held runtimes whose retry is due first, then the inbox, each
-        runtime's deliveries in order. Waits for at least one delivery."""
+    async def take(self, max_batch: int, window: float = 0.0) -> list[Item]:
+        """The next window: run transitions first, then held runtimes whose retry is due, then
+        the inbox, each runtime's items in order. Waits for at least one item."""
         while True:
             await self._wait_for_work()
             if window > 0 and not self._due():
@@ -127,7 +165,7 @@ class Intake:
             if paused > 0:
                 await asyncio.sleep(paused)
                 continue
-            if self._inbox or self._due():
+            if self._inbox or self._steps or self._due():
                 return
             self._arrived.clear()
             timeout = None
@@ -140,28 +178,41 @@ class Intake:
         now = self._clock()
         return [runtime_id for runtime_id, at in self._retry_at.items() if at <= now]
 
-    def _fill(self, max_batch: int) -> list[Delivery]:
-        """Checks each delivery as it leaves (O(batch)): a closed channel is noticed here."""
-        batch: list[Delivery] = []
-        dropped = 0
-        for runtime_id in self._due():
+    def _fill(self, max_batch: int) -> list[Item]:
+        """Checks each delivery as it leaves (O(window)): a closed channel is noticed here."""
+        due = self._due()
+        for runtime_id in reversed(due):  # a due runtime's items go first, in their order
             del self._retry_at[runtime_id]
-            for delivery in self._held.pop(runtime_id):
-                if self.alive(delivery):
-                    batch.append(delivery)
-                else:
-                    dropped += 1
+            self._inbox.extendleft(reversed(self._held.pop(runtime_id)))
+        batch: list[Item] = []
+        if self._take_alone(self._steps, batch):
+            return batch
+        while self._steps and len(batch) < max_batch and not self._steps[0].alone:
+            batch.append(self._steps.popleft())
+        dropped = 0
         while self._inbox and len(batch) < max_batch:
-            delivery = self._inbox.popleft()
-            if not self.alive(delivery):
+            item = self._inbox[0]
+            if item.alone and batch:
+                break
+            self._inbox.popleft()
+            if not self.alive(item):
                 dropped += 1
-            elif self.is_held(delivery.runtime_id):
-                self.hold_behind(delivery)
+            elif self.is_held(item.runtime_id):
+                self.hold_behind(item)
             else:
-                batch.append(delivery)
+                batch.append(item)
+                if item.alone:
+                    break
         if dropped:
             self._on_drop(dropped)
         return batch
+
+    @staticmethod
+    def _take_alone(steps: deque[RunStep], batch: list[Item]) -> bool:
+        if steps and steps[0].alone:
+            batch.append(steps.popleft())
+            return True
+        return False
 
     def _discard_dead(self) -> int:
         """A full sweep, for a release (rare); :meth:`_fill` checks the rest on the way out."""
@@ -185,12 +236,13 @@ class Intake:
 
 
 def _put_ahead_of_first_deliveries(
-    queue: deque[Delivery], delivery: Delivery, runtime_id: str
+    queue: deque[Item], delivery: Delivery, runtime_id: str
 ) -> None:
     """Insert before the first delivery of the runtime that the broker delivers for the first
     time (it was published later), else at the end."""
     for index, waiting in enumerate(queue):
-        if waiting.runtime_id == runtime_id and not waiting.message.redelivered:
+        first = isinstance(waiting, Delivery) and not waiting.message.redelivered
+        if waiting.runtime_id == runtime_id and first:
             queue.insert(index, delivery)
             return
     queue.append(delivery)

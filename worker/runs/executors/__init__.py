@@ -41,8 +41,15 @@ class ExecutorLoadError(Exception):
     """``MEERKAT_EXECUTOR`` does not name an importable async callable."""
 
 
+BUILT_IN = "worker.runs.executors."
+SHORT_BUILT_IN = "worker.executors."
+"""The built-in executors may also be named ``worker.executors.echo:execute`` and so on."""
+
+
 def load_executor(path: str) -> Executor:
     """Import ``module:callable``."""
+    if path.startswith(SHORT_BUILT_IN):
+        path = BUILT_IN + path.removeprefix(SHORT_BUILT_IN)
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ExecutorLoadError(f"executor must be 'module:callable', got {path!r}")

@@ -1,0 +1,156 @@
+"""The persistent runtime driver: load → decide → put images → commit → swap.
+
+Theory of operation
+-------------------
+The driver is the only writer of the runtimes this process works on. It keeps each one's last
+committed state in a :class:`~worker.driver.cache.RuntimeCache`, and changes state only through a
+:class:`~worker.driver.transaction.Transaction`, the group-commit unit that the commit pipeline
+opens for each window of deliveries and run transitions:
+
+1. **load**: a runtime not in the cache is read from the store and normalized by the core's
+   recovery (a run that died with its process is requeued); a recovery that changed anything is
+   committed once, before the runtime is used (:meth:`RuntimeDriver.load`).
+2. **decide**: the pure core (:mod:`worker.core`) returns decisions: the new state, the row
+   mutations, the events, and a rejection when the core refuses.
+3. **put images** into the blob store (content-addressed, so a retry rewrites the same object).
+4. **commit** every decision of the transaction in one store transaction; each runtime row is a
+   compare-and-set on its version.
+5. **swap**: only after COMMIT returned do the new states enter the cache. A failure anywhere
+   before leaves the cache as it was; when the outcome is unknown or another writer moved a
+   version, the runtime is dropped and its next use reloads it.
+
+A swapped-in state whose run-loop signal is set is announced to the listeners (the run loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from uuid import UUID
+
+from persistence.ports import BlobStore, RuntimeStore
+from schemas import DEFAULT_LIMITS, Limits
+from worker.core import (
+    Context,
+    RecoveryReport,
+    Runtime,
+    Signal,
+    UnknownRuntimes,
+    archive_terminal,
+    recover,
+)
+from worker.driver.cache import RuntimeCache, SignalListener
+from worker.driver.transaction import Aborted, Setup, Transaction, Transactions
+from worker.faults import NO_FAULTS, FaultPlan
+from worker.ids import live_context
+
+__all__ = ["Aborted", "RuntimeDriver", "SignalListener", "Transaction"]
+
+
+class RuntimeDriver:
+    """Holds the runtimes this process works on, and is the only writer of their state."""
+
+    def __init__(
+        self,
+        store: RuntimeStore,
+        blobs: BlobStore,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        context: Callable[[], Context] = live_context,
+        max_batch: int = 64,
+        max_cached_runtimes: int = 10_000,
+        faults: FaultPlan = NO_FAULTS,
+        destroy_unknown_runtimes: bool = False,
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._context = context
+        self._cache = RuntimeCache(max_cached_runtimes)
+        self._loading: dict[str, asyncio.Lock] = {}
+        unknown = UnknownRuntimes.REFUSE
+        if destroy_unknown_runtimes:  # only ``destroy`` may tombstone a runtime never stored
+            unknown = UnknownRuntimes.DESTROY_ONLY
+        self._transactions = Transactions(Setup(
+            cache=self._cache, store=store, blobs=blobs, load=self.load, context=context,
+            limits=limits, max_batch=max_batch, unknown_runtimes=unknown, faults=faults,
+        ))
+
+    def transaction(self) -> Transaction:
+        """Open a transaction; the caller decides in it, then commits it (or abandons it)."""
+        return self._transactions.begin()
+
+    async def ping(self) -> None:
+        """Raises while the database or the blob store does not answer."""
+        await self._store.ping()
+        await self._blobs.ping()
+
+    # -- the cache ---------------------------------------------------------------------------
+
+    def context(self) -> Context:
+        """The time and ids decisions are made with."""
+        return self._context()
+
+    @property
+    def max_cached_runtimes(self) -> int:
+        return self._cache.max_runtimes
+
+    @max_cached_runtimes.setter
+    def max_cached_runtimes(self, value: int) -> None:
+        self._cache.max_runtimes = value
+
+    @property
+    def recoveries(self) -> dict[str, RecoveryReport]:
+        """What the recovery of each cold-loaded runtime did (``inspect`` shows it)."""
+        return self._cache.recoveries
+
+    def cached(self, runtime_id: str) -> Runtime | None:
+        return self._cache.get(runtime_id)
+
+    def cached_ids(self) -> list[str]:
+        return self._cache.ids()
+
+    def drop(self, runtime_id: str) -> None:
+        """Forget the cached runtime; the next use reloads it from the store."""
+        self._cache.drop(runtime_id)
+
+    def on_signal(self, listener: SignalListener) -> None:
+        """Called after a swap whenever a runtime's run-loop signal is set."""
+        self._cache.on_signal(listener)
+
+    def take_signal(self, runtime_id: str) -> Signal:
+        return self._cache.take_signal(runtime_id)
+
+    def forget_run(self, runtime_id: str, run_id: UUID) -> None:
+        """The run is over for this process (committed, failed, or given up to recovery): the
+        next reload treats a stored ``running`` row as a dead run."""
+        self._cache.forget_run(runtime_id, run_id)
+
+    # -- loading -----------------------------------------------------------------------------
+
+    async def load(self, runtime_id: str) -> Runtime:
+        """The cached runtime, or a cold load whose recovery is committed once."""
+        runtime = self._cache.get(runtime_id)
+        if runtime is not None:
+            return runtime
+        lock = self._loading.setdefault(runtime_id, asyncio.Lock())
+        try:
+            async with lock:
+                runtime = self._cache.get(runtime_id)
+                if runtime is None:
+                    runtime = await self._cold_load(runtime_id)
+                return runtime
+        finally:
+            if not lock.locked() and self._loading.get(runtime_id) is lock:
+                del self._loading[runtime_id]
+
+    async def _cold_load(self, runtime_id: str) -> Runtime:
+        stored = await self._store.load_runtime(runtime_id)
+        decision = recover(runtime_id, stored.row, stored.inputs, stored.receipts,
+                           self._context(), live_run=self._cache.live_runs.get(runtime_id))
+        if decision.mutations:
+            await self._store.commit([decision])
+        runtime = archive_terminal(decision.runtime)
+        if decision.recovery is not None and stored.row is not None:
+            self._cache.recoveries[runtime_id] = decision.recovery
+        self._cache.remember(runtime)
+        return runtime

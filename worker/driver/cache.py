@@ -1,0 +1,88 @@
+"""The runtimes one process works on, in memory: what was last committed, nothing else.
+
+Only a committed state enters the cache (:meth:`RuntimeCache.remember`), so dropping an entry is
+always safe: the store has it. The cache keeps the most recently used runtimes; past its cap it
+forgets those at rest (no live input, no run, no open transaction working on them).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from uuid import UUID
+
+from worker.core import RecoveryReport, Runtime, Signal, take_signal
+
+SignalListener = Callable[[str, Signal], None]
+
+
+class RuntimeCache:
+    def __init__(self, max_runtimes: int) -> None:
+        self.max_runtimes = max_runtimes
+        self._entries: OrderedDict[str, Runtime] = OrderedDict()
+        """Least recently used first."""
+        self._pins: Counter[str] = Counter()
+        """Runtime → open transactions working on it (never evicted meanwhile)."""
+        self.live_runs: dict[str, UUID] = {}
+        """Runs this process staged and is still executing, by runtime."""
+        self.recoveries: dict[str, RecoveryReport] = {}
+        self._listeners: list[SignalListener] = []
+
+    def get(self, runtime_id: str) -> Runtime | None:
+        return self._entries.get(runtime_id)
+
+    def ids(self) -> list[str]:
+        return list(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def drop(self, runtime_id: str) -> None:
+        self._entries.pop(runtime_id, None)
+
+    def pin(self, runtime_id: str) -> None:
+        self._pins[runtime_id] += 1
+
+    def unpin(self, runtime_id: str) -> None:
+        self._pins[runtime_id] -= 1
+        if self._pins[runtime_id] <= 0:
+            del self._pins[runtime_id]
+
+    def on_signal(self, listener: SignalListener) -> None:
+        self._listeners.append(listener)
+
+    def remember(self, runtime: Runtime) -> None:
+        """Cache a committed state and tell the listeners about its signal, if any."""
+        self._entries[runtime.runtime_id] = runtime
+        self._entries.move_to_end(runtime.runtime_id)
+        excess = len(self._entries) - self.max_runtimes
+        if excess > 0:
+            self._evict(excess)
+        if runtime.signal is not Signal.NONE:
+            for listener in self._listeners:
+                listener(runtime.runtime_id, runtime.signal)
+
+    def take_signal(self, runtime_id: str) -> Signal:
+        """The run loop takes (and clears) a cached runtime's signal."""
+        runtime = self._entries.get(runtime_id)
+        if runtime is None:
+            return Signal.NONE
+        self._entries[runtime_id] = take_signal(runtime)[0]
+        return runtime.signal
+
+    def forget_run(self, runtime_id: str, run_id: UUID) -> None:
+        if self.live_runs.get(runtime_id) == run_id:
+            del self.live_runs[runtime_id]
+
+    def _evict(self, count: int) -> None:
+        for runtime_id in list(self._entries):
+            if count <= 0:
+                return
+            runtime = self._entries[runtime_id]
+            if runtime_id in self._pins or runtime.current_run or runtime_id in self.live_runs:
+                continue
+            if runtime.live_inputs():
+                continue
+            del self._entries[runtime_id]
+            self.recoveries.pop(runtime_id, None)
+            count -= 1

@@ -1,0 +1,74 @@
+"""Deciding one window: every item on the state the previous ones produced, in one transaction.
+
+A delivery is admitted, applied or refused; a run step stages or ends a run. Only a lone or
+redelivered message pays for the store's dedupe lookups; in a shared window a duplicate trips a
+unique key, the commit fails, and the window is retried one item at a time, with lookups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from worker.core import Decision
+from worker.driver import Transaction
+from worker.pipeline.inbox import Delivery, Item
+from worker.pipeline.parsing import ParsedCommand, ParsedInput
+from worker.pipeline.steps import RunStep, StepKind
+
+
+@dataclass(eq=False)
+class Window:
+    """The items of one transaction and, once decided, the decision of each (None: nothing to
+    commit for it)."""
+
+    items: list[Item]
+    transaction: Transaction
+    decisions: list[Decision | None] = field(default_factory=list)
+
+
+async def decide_window(transaction: Transaction, window: list[Item]) -> list[Decision | None]:
+    """The decision of each item (None: nothing to commit for it), in window order."""
+    look_up = len(window) == 1
+    decided: list[Decision | None] = []
+    for item in window:
+        if isinstance(item, RunStep):
+            decided.append(await _step(transaction, item))
+        else:
+            decided.append(await _delivery(transaction, item, look_up))
+    return decided
+
+
+async def _step(transaction: Transaction, step: RunStep) -> Decision | None:
+    if step.kind is StepKind.STAGE:
+        return await transaction.stage_run(step.runtime_id, step.run_id)
+    if step.kind is StepKind.FINISH:
+        assert step.result is not None
+        return await transaction.finish_run(step.runtime_id, step.run_id, step.result)
+    return await transaction.fail_run(step.runtime_id, step.run_id, step.error or "failed")
+
+
+async def _delivery(transaction: Transaction, delivery: Delivery, look_up: bool) -> Decision | None:
+    parsed = delivery.parsed
+    look_up = look_up or delivery.message.redelivered is True
+    if isinstance(parsed, ParsedInput):
+        return await transaction.accept_input(
+            parsed.runtime_id, parsed.item, message_bytes=parsed.size, look_up_stored=look_up
+        )
+    if isinstance(parsed, ParsedCommand):
+        return await transaction.apply_command(
+            parsed.runtime_id, parsed.command, look_up_stored=look_up
+        )
+    if parsed.runtime_id is None:
+        return None  # nothing names a runtime: dead-letter only
+    return await transaction.refuse(
+        parsed.runtime_id, parsed.reason, subject=_uuid(delivery.message.message_id),
+        command=parsed.is_command,
+    )
+
+
+def _uuid(value: str | None) -> UUID | None:
+    try:
+        return UUID(value) if value else None
+    except ValueError:
+        return None

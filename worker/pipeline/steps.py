@@ -1,0 +1,52 @@
+"""Run transitions as pipeline items: the run loop asks, the committer decides and commits.
+
+A run's stage and its end (finished, failed) are state changes like any delivery, so they go
+through the same windows and share their transactions (group commit). The run loop awaits the
+step's ``done`` future: it resolves after the COMMIT with what was decided, or with the error
+that made the committer give the step up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from enum import Enum
+from uuid import UUID
+
+from schemas import AnyInput
+from worker.runs.executors import RunResult
+
+
+class StepKind(Enum):
+    STAGE = "stage"
+    FINISH = "finish"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A committed stage: the run and the payloads of its inputs, as stored."""
+
+    run_id: UUID
+    payloads: tuple[AnyInput, ...]
+
+
+StepResult = Staged | bool | None
+"""STAGE: the staged run, or None when the runtime had nothing to run. FINISH and FAIL: whether
+the run was still current (False: it was cancelled meanwhile, nothing was written)."""
+
+
+@dataclass(eq=False)
+class RunStep:
+    kind: StepKind
+    runtime_id: str
+    run_id: UUID
+    result: RunResult | None = None
+    error: str | None = None
+    done: asyncio.Future[StepResult] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    alone: bool = False
+    conflicts: int = 0
+    outages: int = 0
+    """Outages this step waited out so far."""

@@ -1,0 +1,234 @@
+"""The run loop: woken by admission signals, it stages a batch, calls the executor and ends the
+run, for many runtimes concurrently.
+
+Theory of operation
+-------------------
+A runtime is worked by at most one task at a time. The task keeps running turns until the
+runtime has nothing it may run, because queued work whose admission asked for no wake (a prompt
+accepted while a run was going) still drains at the next turn. A turn:
+
+1. takes an executor slot (``max_concurrent``: how many executors run at once);
+2. asks the commit pipeline to **stage** the next batch (a run step, committed in the same
+   windows as deliveries: group commit) and restores its images and session;
+3. calls the executor, bounded by ``executor_timeout``;
+4. gives the slot back, and asks the pipeline to **end** the run (finished or failed).
+
+A slow executor holds only its executor slot, never a commit: stages and ends of many runtimes
+share the pipeline's transactions. An ``interrupt`` signal that arrives while a run is executing
+sets that run's interrupt flag; the executor is expected to yield at its next checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from uuid import UUID
+
+import structlog
+
+from persistence.errors import StoreError
+from worker.core import Signal
+from worker.driver import RuntimeDriver
+from worker.faults import NO_FAULTS, FaultPlan
+from worker.health import ReadinessError
+from worker.ids import uuid7
+from worker.metrics import Metrics
+from worker.pipeline.policy import RUN_TURN, is_transient
+from worker.pipeline.steps import RunStep, Staged, StepKind, StepResult
+from worker.runs.executors import Executor, RunRequest, RunResult
+from worker.runs.restore import Restorer
+
+log = structlog.get_logger(__name__)
+
+
+class RunLoop:
+    def __init__(
+        self,
+        driver: RuntimeDriver,
+        executor: Executor,
+        *,
+        submit: Callable[[RunStep], None],
+        restorer: Restorer,
+        max_concurrent: int = 256,
+        executor_timeout: float = 300.0,
+        metrics: Metrics | None = None,
+        faults: FaultPlan = NO_FAULTS,
+    ) -> None:
+        self._metrics = metrics or Metrics()
+        self._faults = faults
+        self._driver = driver
+        self._executor = executor
+        self._submit = submit
+        self._restorer = restorer
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._timeout = executor_timeout
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._running: dict[str, RunRequest] = {}
+        self._turns: dict[str, float] = {}
+        """Runtime → when its current turn took its slot (monotonic), for the liveness check."""
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.runs_completed = 0
+        self.runs_failed = 0
+        driver.on_signal(self.wake)
+
+    def wake(self, runtime_id: str, signal: Signal) -> None:
+        """Called by the driver after a commit left a runtime with a pending signal."""
+        if self._stopping:
+            return
+        running = self._running.get(runtime_id)
+        if running is not None and signal >= Signal.INTERRUPT:
+            running.interrupt.set()
+        if runtime_id in self._tasks:
+            self._again.add(runtime_id)
+            return
+        self._idle.clear()
+        task = asyncio.get_running_loop().create_task(self._work(runtime_id))
+        task.add_done_callback(lambda done: self._ended(runtime_id, done))
+        self._tasks[runtime_id] = task
+
+    def _ended(self, runtime_id: str, task: asyncio.Task[None]) -> None:
+        """``_work`` handles every failure of a turn itself, so an exception here is a bug: say
+        so loudly, and wake the runtime again so its work is not left stranded."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("run_task_crashed", runtime_id=runtime_id, error=repr(task.exception()),
+                  exc_info=task.exception())
+        if not self._stopping:
+            asyncio.get_running_loop().call_later(1.0, self.wake, runtime_id, Signal.WAKE)
+
+    async def _work(self, runtime_id: str) -> None:
+        failures = 0
+        try:
+            while not self._stopping:
+                self._again.discard(runtime_id)
+                self._driver.take_signal(runtime_id)
+                try:
+                    ran = await self._turn(runtime_id)
+                    failures = 0
+                except Exception as exc:
+                    # The store stayed away, or the pipeline gave a step up. Forget the cached
+                    # runtime: the next turn reloads it, and recovery requeues what the run had
+                    # staged, so a runtime is never left stuck in "running" in this process.
+                    failures += 1
+                    log.error("run_turn_failed", runtime_id=runtime_id, error=repr(exc))
+                    self._driver.drop(runtime_id)
+                    await asyncio.sleep(RUN_TURN.delay(failures))
+                    continue
+                if not ran and runtime_id not in self._again:
+                    break
+        finally:
+            self._tasks.pop(runtime_id, None)
+            if not self._tasks:
+                self._idle.set()
+
+    async def _step(self, kind: StepKind, runtime_id: str, run_id: UUID, *,
+                    result: RunResult | None = None, error: str | None = None) -> StepResult:
+        step = RunStep(kind, runtime_id, run_id, result=result, error=error)
+        self._submit(step)
+        return await step.done
+
+    async def _turn(self, runtime_id: str) -> bool:
+        async with self._slots:
+            self._turns[runtime_id] = time.monotonic()
+            try:
+                await self._faults.reach("run_turn")
+                staged = await self._step(StepKind.STAGE, runtime_id, uuid7())
+                if not isinstance(staged, Staged):
+                    return False
+                error, result = await self._execute(runtime_id, staged)
+            finally:
+                del self._turns[runtime_id]
+        if error is not None:
+            await self._fail(runtime_id, staged.run_id, error)
+        elif await self._end(StepKind.FINISH, runtime_id, staged.run_id, result=result):
+            await self._faults.reach("after_boundary_commit")
+            self.runs_completed += 1
+            self._metrics.runs_completed.inc()
+        return True
+
+    async def _execute(
+        self, runtime_id: str, staged: Staged
+    ) -> tuple[str | None, RunResult | None]:
+        """The executor's result, or why the run failed."""
+        try:
+            request = await self._restorer.request(runtime_id, staged.run_id, list(staged.payloads))
+        except StoreError as exc:
+            if is_transient(exc):  # our outage, not the run's fault: recovery requeues it
+                self._driver.forget_run(runtime_id, staged.run_id)
+                raise
+            return f"{type(exc).__name__}: {exc}", None
+        self._running[runtime_id] = request
+        self._metrics.runs_started.inc()
+        self._metrics.runs_active.set(len(self._running))
+        try:
+            await self._faults.reach("mid_run")
+            result = await asyncio.wait_for(self._executor(request), self._timeout)
+        except TimeoutError:
+            return f"executor timed out after {self._timeout}s", None
+        except asyncio.CancelledError:
+            raise  # shutdown abandoned the run: recovery puts its inputs back
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}", None
+        finally:
+            self._running.pop(runtime_id, None)
+            self._metrics.runs_active.set(len(self._running))
+        if not isinstance(result, RunResult):
+            return "executor did not return a RunResult", None
+        return None, result
+
+    async def _fail(self, runtime_id: str, run_id: UUID, error: str) -> None:
+        log.warning("run_failed", runtime_id=runtime_id, run_id=str(run_id), error=error)
+        self.runs_failed += 1
+        self._metrics.runs_failed.inc()
+        await self._end(StepKind.FAIL, runtime_id, run_id, error=error)
+
+    async def _end(self, kind: StepKind, runtime_id: str, run_id: UUID, *,
+                   result: RunResult | None = None, error: str | None = None) -> bool:
+        """Commit the run's end; if the pipeline gives it up, give the run up to recovery."""
+        try:
+            return await self._step(kind, runtime_id, run_id, result=result, error=error) is True
+        except Exception:
+            self._driver.forget_run(runtime_id, run_id)
+            raise
+
+    def check(self, stall_seconds: float) -> None:
+        """The liveness check: a turn (stage, executor, end) that outlasts the executor timeout
+        by ``stall_seconds`` is wedged somewhere no timeout reaches."""
+        limit = self._timeout + stall_seconds
+        now = time.monotonic()
+        stuck = sorted(r for r, began in self._turns.items() if now - began > limit)
+        if stuck:
+            raise ReadinessError(f"{len(stuck)} run turn(s) stuck for over {limit:.0f}s")
+
+    @property
+    def active_runs(self) -> int:
+        return len(self._running)
+
+    @property
+    def idle(self) -> bool:
+        return not self._tasks
+
+    async def wait_idle(self) -> None:
+        """Until no runtime has work this loop can do (tests use it instead of sleeping)."""
+        await self._idle.wait()
+
+    async def stop(self, grace: float) -> None:
+        """Let running executors finish within ``grace`` seconds, then abandon them to recovery
+        (their staged rows are requeued by the next load of the runtime)."""
+        self._stopping = True
+        for running in self._running.values():
+            running.interrupt.set()
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
