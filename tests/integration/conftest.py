@@ -23,9 +23,9 @@ from persistence.ports import RuntimeStore
 from schemas import CommandEnvelope, EventEnvelope, InputEnvelope, InputPhase, Reply
 from tests.fixtures.rabbitmq import TopologyFactory
 from worker.app import Worker
+from worker.cli.publish import publish_envelope, request_reply
 from worker.config import Settings
 from worker.executors import Executor
-from worker.publish import publish_envelope, request_reply
 from worker.topology import Topology
 
 PNG_1X1 = base64.b64decode(

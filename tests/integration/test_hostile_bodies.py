@@ -25,8 +25,8 @@ from schemas import (
     InputPhase,
 )
 from tests.integration.conftest import Stack, StackFactory, new_runtime_id
-from worker.dlq import list_dead
-from worker.publish import build_prompt
+from worker.cli.dlq import list_dead
+from worker.cli.publish import build_prompt
 from worker.settle import ERROR_HEADER, release
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError
 
 from worker import settle
-from worker.publish import DEFAULT_TOPOLOGY, publish_confirmed
+from worker.cli.publish import DEFAULT_TOPOLOGY, publish_confirmed
 from worker.settle import ERROR_HEADER
 from worker.topology import Topology
 from worker.wire import PARSER_MAX_DEPTH, NotStrictJson, read_strict_json
