@@ -25,8 +25,8 @@ from persistence.blobs import MemoryBlobStore
 from persistence.factory import open_runtime_store
 from persistence.migrate import upgrade_async
 from schemas import InputEnvelope
+from worker.cli.publish import build_prompt
 from worker.driver import RuntimeDriver
-from worker.publish import build_prompt
 
 LOCAL_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/"
 

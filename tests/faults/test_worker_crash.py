@@ -17,8 +17,8 @@ from persistence.ports import RuntimeStore
 from schemas import EventEnvelope, InputEnvelope
 from tests.faults.conftest import WorkerFactory, WorkerProcess
 from tests.integration.conftest import assert_applied_exactly_once, new_runtime_id
-from worker.dlq import list_dead
-from worker.publish import build_prompt, publish_input
+from worker.cli.dlq import list_dead
+from worker.cli.publish import build_prompt, publish_input
 from worker.topology import Topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]

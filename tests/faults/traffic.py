@@ -30,8 +30,8 @@ from aiormq.exceptions import AMQPConnectionError, AMQPError, ChannelInvalidStat
 
 from schemas import INPUT_MESSAGE_TYPE, InputEnvelope
 from tests.integration.conftest import PNG_1X1, new_runtime_id
+from worker.cli.publish import build_prompt, publish_confirmed, publish_input
 from worker.history.published import PublishedLog
-from worker.publish import build_prompt, publish_confirmed, publish_input
 from worker.topology import Topology
 
 IMAGE_EVERY = 10

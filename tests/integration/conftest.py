@@ -23,8 +23,8 @@ from persistence.ports import RuntimeStore
 from schemas import CommandEnvelope, EventEnvelope, InputEnvelope, InputPhase, Reply
 from tests.fixtures.rabbitmq import TopologyFactory
 from worker.app import Worker
+from worker.cli.publish import publish_envelope, request_reply
 from worker.config import Settings
-from worker.publish import publish_envelope, request_reply
 from worker.runs.executors import Executor
 from worker.topology import Topology
 

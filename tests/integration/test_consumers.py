@@ -9,7 +9,7 @@ import pytest
 
 from schemas import Accepted
 from tests.integration.conftest import Stack, new_runtime_id
-from worker.publish import build_prompt
+from worker.cli.publish import build_prompt
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ from pydantic import SecretStr
 
 from schemas import INPUT_MESSAGE_TYPE, InputEnvelope
 from tests.fixtures.rabbitmq import TopologyFactory
-from worker.cli_broker import broker_command, replay, show_dead
+from worker.cli.broker_commands import broker_command, replay, show_dead
+from worker.cli.dlq import list_dead, replay_dead
+from worker.cli.publish import build_prompt, publish_input
 from worker.config import Settings
-from worker.dlq import list_dead, replay_dead
 from worker.pipeline.settle import ERROR_HEADER
-from worker.publish import build_prompt, publish_input
 from worker.topology import SHARD_WEIGHT, Topology
 
 pytestmark = pytest.mark.integration

@@ -25,9 +25,9 @@ from schemas import (
     InputPhase,
 )
 from tests.integration.conftest import Stack, StackFactory, new_runtime_id
-from worker.dlq import list_dead
+from worker.cli.dlq import list_dead
+from worker.cli.publish import build_prompt
 from worker.pipeline.settle import ERROR_HEADER, release
-from worker.publish import build_prompt
 
 pytestmark = pytest.mark.integration
 

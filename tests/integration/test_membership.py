@@ -24,9 +24,9 @@ from tests.integration.conftest import (
     assert_publish_order,
     new_runtime_id,
 )
-from worker.dlq import list_dead
+from worker.cli.dlq import list_dead
+from worker.cli.publish import build_prompt
 from worker.membership import Membership, assignment
-from worker.publish import build_prompt
 from worker.topology import Topology
 
 pytestmark = pytest.mark.integration

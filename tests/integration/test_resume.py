@@ -11,8 +11,8 @@ from persistence.blobs import MemoryBlobStore
 from persistence.factory import open_runtime_store
 from schemas import InputPhase
 from tests.integration.conftest import Stack, new_runtime_id
+from worker.cli.publish import build_prompt
 from worker.driver import RuntimeDriver
-from worker.publish import build_prompt
 
 pytestmark = pytest.mark.integration
 

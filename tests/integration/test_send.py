@@ -35,13 +35,13 @@ from schemas import (
     TextBlock,
 )
 from tests.unit.images import IMAGE_BYTES
-from worker.cli_broker import (
-    EXIT_FAILED,
+from worker.cli.broker_commands import (
     broker_command,
     cmd_send_input,
     send_command,
     send_input,
 )
+from worker.cli.common import EXIT_FAILED
 from worker.config import Settings
 from worker.topology import Topology
 

@@ -19,7 +19,7 @@ from tenacity import AsyncRetrying, RetryError, stop_after_delay, wait_fixed
 
 from schemas import EventEnvelope
 from tests.integration.conftest import Stack, StackFactory, assert_publish_order, new_runtime_id
-from worker.publish import build_prompt
+from worker.cli.publish import build_prompt
 
 pytestmark = pytest.mark.integration
 

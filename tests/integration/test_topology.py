@@ -14,9 +14,10 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection, Exch
 from pydantic import SecretStr
 
 from tests.fixtures.rabbitmq import TopologyFactory
-from worker.cli_broker import EXIT_FAILED, broker_command, check_topology, declare_topology
+from worker.cli.broker_commands import broker_command, check_topology, declare_topology
+from worker.cli.common import EXIT_FAILED
+from worker.cli.publish import Unroutable, build_prompt, publish_input
 from worker.config import Settings
-from worker.publish import Unroutable, build_prompt, publish_input
 from worker.topology import (
     CONSISTENT_HASH,
     PLUGIN_MISSING,

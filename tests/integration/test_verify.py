@@ -28,10 +28,10 @@ from persistence.ports import HistoryReader
 from schemas import INPUT_MESSAGE_TYPE, InputEnvelope
 from tests.fixtures.rabbitmq import TopologyFactory
 from tests.integration.conftest import Stack, StackFactory, new_runtime_id
-from worker.cli_broker import broker_command, show_dead
+from worker.cli.broker_commands import broker_command, show_dead
+from worker.cli.publish import build_command, build_prompt, publish_input
 from worker.config import Settings
 from worker.history.published import EventCapture, PublishedLog
-from worker.publish import build_command, build_prompt, publish_input
 from worker.topology import Topology
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ from tests.integration.conftest import (
     assert_applied_exactly_once,
     new_runtime_id,
 )
-from worker.dlq import list_dead
-from worker.publish import build_command, build_prompt
+from worker.cli.dlq import list_dead
+from worker.cli.publish import build_command, build_prompt
 
 pytestmark = pytest.mark.integration
 

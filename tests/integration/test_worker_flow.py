@@ -19,7 +19,7 @@ from schemas import (
     PromptInput,
 )
 from tests.integration.conftest import Stack, new_runtime_id
-from worker.publish import build_command, build_prompt
+from worker.cli.publish import build_command, build_prompt
 
 pytestmark = pytest.mark.integration
 

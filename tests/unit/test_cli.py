@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from schemas.export import JSON_DIR
-from worker.cli import _IMPLEMENTATIONS, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, handler_for, main
+from worker.cli.common import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from worker.cli.main import _IMPLEMENTATIONS, handler_for, main
 
 pytestmark = pytest.mark.unit
 

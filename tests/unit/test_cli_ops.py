@@ -13,9 +13,10 @@ import pytest
 from persistence.blobs import FileBlobStore
 from persistence.factory import open_runtime_store
 from tests.unit.images import b64, png_bytes
-from worker.cli import EXIT_OK, main
+from worker.cli.common import EXIT_OK
+from worker.cli.main import main
+from worker.cli.publish import build_prompt
 from worker.driver import RuntimeDriver
-from worker.publish import build_prompt
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.cli import EXIT_UNAVAILABLE, EXIT_USAGE, main
+from worker.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE
+from worker.cli.main import main
 from worker.history.published import PublishedLog
 
 pytestmark = pytest.mark.unit

@@ -12,6 +12,7 @@ import pytest
 from schemas import InlineImageBlock
 from schemas.validation import blob_id_for, content_blocks
 from tests.contract.runtime_builders import event
+from worker.cli.publish import build_command, build_prompt
 from worker.history.published import (
     EventCapture,
     PublishedLog,
@@ -19,7 +20,6 @@ from worker.history.published import (
     read_events,
     read_published,
 )
-from worker.publish import build_command, build_prompt
 
 pytestmark = pytest.mark.unit
 

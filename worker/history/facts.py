@@ -14,8 +14,8 @@ from uuid import UUID
 
 from persistence.ports import OutboxEntry
 from schemas import CommandCompleted
+from worker.cli.dlq import DeadLetter
 from worker.core.model import BoundaryReceipt, InputRecord, RuntimeRow
-from worker.dlq import DeadLetter
 from worker.history.published import PublishedRecord
 
 

@@ -2,7 +2,7 @@
 
 All the I/O of the history checker, and only reads: the store through its ``HistoryReader``
 queries, the blob store through ``exists``, the dead queue through
-:func:`worker.dlq.list_dead`, which takes every message with ``basic.get`` and returns them all.
+:func:`worker.cli.dlq.list_dead`, which takes every message with ``basic.get`` and returns them all.
 The facts are a snapshot taken while the worker may still be running, so a check is only
 meaningful once the worker is idle (or stopped): a message still in a shard queue is reported
 as lost, a run still going as ``stuck_running``.
@@ -21,7 +21,7 @@ from aio_pika.abc import AbstractChannel
 
 from persistence.ports import BlobStore, HistoryReader
 from schemas import EventEnvelope
-from worker.dlq import DeadLetter, list_dead
+from worker.cli.dlq import DeadLetter, list_dead
 from worker.history.checks import blob_ids_to_check
 from worker.history.facts import Facts, RuntimeFacts
 from worker.history.published import PublishedRecord

@@ -1,11 +1,12 @@
 """The broker commands of the command line: ``topology``, ``send`` and ``dlq``.
 
-Each ``cmd_*`` handler has the ``worker.cli`` handler signature and runs one coroutine; the
-coroutines take the ``Topology`` explicitly so that tests can point them at their own names.
+Each ``cmd_*`` handler has the :data:`worker.cli.common.Handler` signature and runs one
+coroutine; the coroutines take the ``Topology`` explicitly so that tests can point them at their
+own names.
 
-Exit codes beyond those of ``worker.cli``: 1 when the broker answers but its topology is wrong
-(``topology check`` problems, the consistent-hash plugin missing, nothing bound to the ingress
-exchange) or a reply cannot be read. ``send --wait`` exits 3 when no reply comes in time (no
+Exit codes beyond those of :mod:`worker.cli.main`: 1 when the broker answers but its topology is
+wrong (``topology check`` problems, the consistent-hash plugin missing, nothing bound to the
+ingress exchange) or a reply cannot be read. ``send --wait`` exits 3 when no reply comes in time (no
 worker answering) and 4 when the reply is a rejection.
 """
 
@@ -23,10 +24,17 @@ from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import AMQPConnectionError, ChannelNotFoundEntity
 
 from schemas import CommandEnvelope, InputEnvelope, Rejected, Reply
-from worker.cli import EXIT_OK, EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE, PROG, scrub
-from worker.config import Settings
-from worker.dlq import list_dead, replay_dead
-from worker.publish import (
+from worker.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    fail,
+    scrub,
+)
+from worker.cli.dlq import list_dead, replay_dead
+from worker.cli.publish import (
     NoReply,
     PublishRequest,
     build_command,
@@ -35,9 +43,9 @@ from worker.publish import (
     publish_envelope,
     request_reply,
 )
+from worker.config import Settings
 from worker.topology import Topology, TopologyError
 
-EXIT_FAILED = 1
 DEFAULT_WAIT_SECONDS = 30.0
 DEFAULT_LIST_LIMIT = 100
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -86,11 +94,11 @@ async def broker_command(command: Awaitable[int], settings: Settings) -> int:
     try:
         return await command
     except BrokerUnreachable as exc:
-        return _fail(f"cannot reach the broker: {scrub(str(exc), settings)}", EXIT_UNAVAILABLE)
+        return fail(f"cannot reach the broker: {scrub(str(exc), settings)}", EXIT_UNAVAILABLE)
     except TopologyError as exc:
-        return _fail(str(exc), EXIT_FAILED)
+        return fail(str(exc), EXIT_FAILED)
     except ChannelNotFoundEntity as exc:
-        return _fail(
+        return fail(
             f"{exc.args[0] if exc.args else exc}; "
             "declare the topology with: meerkat-worker topology declare",
             EXIT_FAILED,
@@ -127,7 +135,7 @@ async def send_input(args: argparse.Namespace, settings: Settings, topology: Top
         envelope = build_prompt(args.runtime, args.text, list(args.image or []),
                                 args.idempotency_key)
     except (ValueError, OSError) as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     return await _send(envelope, args, settings, topology)
 
 
@@ -136,7 +144,7 @@ async def send_command(args: argparse.Namespace, settings: Settings, topology: T
     try:
         envelope = build_command(args.runtime, args.name, args.reason, args.input_id)
     except ValueError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     return await _send(envelope, args, settings, topology)
 
 
@@ -174,9 +182,9 @@ async def _await_reply(
             connection, publish, wait_seconds=wait_seconds, correlation_id=correlation_id
         )
     except NoReply as exc:
-        return _fail(str(exc), EXIT_UNAVAILABLE)
+        return fail(str(exc), EXIT_UNAVAILABLE)
     except ValueError as exc:
-        return _fail(str(exc), EXIT_FAILED)
+        return fail(str(exc), EXIT_FAILED)
     return report_outcome(reply)
 
 
@@ -232,8 +240,3 @@ async def broker(settings: Settings) -> AsyncIterator[AbstractConnection]:
 def _wait_seconds(args: argparse.Namespace) -> float:
     seconds = getattr(args, "timeout", None)
     return DEFAULT_WAIT_SECONDS if seconds is None else float(seconds)
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"{PROG}: {message}", file=sys.stderr)
-    return code

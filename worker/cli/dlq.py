@@ -22,10 +22,10 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError
 
+from worker.cli.publish import DEFAULT_TOPOLOGY, publish_confirmed
 from worker.pipeline import settle
 from worker.pipeline.settle import ERROR_HEADER
 from worker.pipeline.wire import PARSER_MAX_DEPTH, NotStrictJson, read_strict_json
-from worker.publish import DEFAULT_TOPOLOGY, publish_confirmed
 from worker.topology import Topology
 
 _DEATH_HEADERS = frozenset(

@@ -1,4 +1,8 @@
-"""Command-line handlers that talk to the store: ``run``, ``inspect``, ``blobs gc``."""
+"""The store commands of the command line: ``migrate``, ``inspect`` and ``blobs gc``.
+
+Each ``cmd_*`` handler has the :data:`worker.cli.common.Handler` signature and opens the store
+(and, for ``blobs gc``, the blob store) named by the settings for the one command.
+"""
 
 from __future__ import annotations
 
@@ -14,21 +18,14 @@ from persistence.codec import encode_input
 from persistence.factory import open_runtime_store
 from persistence.migrate import upgrade
 from persistence.ports import RuntimeStore
+from worker.cli.common import EXIT_OK
 from worker.config import Settings
-from worker.logs import configure_logging
-
-
-def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.app import serve
-
-    configure_logging(settings.log_format)
-    return asyncio.run(serve(settings))
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     upgrade(settings.database_url.get_secret_value())
     print("database schema is up to date")
-    return 0
+    return EXIT_OK
 
 
 def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
@@ -37,7 +34,7 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
     else:
         print(render_inspection(report))
-    return 0
+    return EXIT_OK
 
 
 async def _inspect(settings: Settings, runtime_id: str) -> dict[str, Any]:
@@ -113,7 +110,7 @@ def cmd_blobs_gc(args: argparse.Namespace, settings: Settings) -> int:
     for blob_id in removed:
         print(blob_id)
     print(f"{verb} {len(removed)} unreferenced blob(s)")
-    return 0
+    return EXIT_OK
 
 
 async def _blobs_gc(settings: Settings, grace: timedelta, dry_run: bool) -> list[str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -31,6 +30,7 @@ from persistence.ports import BlobStore, HistoryReader
 from persistence.sql.engine import database_url, make_engine
 from persistence.sql.store import SqlRuntimeStore
 from schemas import EventEnvelope
+from worker.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from worker.config import Settings
 from worker.history.checks import check
 from worker.history.facts import Report
@@ -44,12 +44,7 @@ from worker.history.published import (
 from worker.history.report import render_text, report_json
 from worker.topology import Topology
 
-# The codes of ``worker.cli``, repeated rather than imported: the command line imports this
-# module by name, and importing it back would close a cycle.
-PROG = "meerkat-worker"
-EXIT_OK = 0
-EXIT_PROBLEMS = 1
-EXIT_USAGE = 2
+COMMAND = "verify"
 CONNECT_TIMEOUT_SECONDS = 10.0
 
 
@@ -58,26 +53,27 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         published = read_published(args.published)
         events = None if args.events is None else read_events(args.events)
     except (PublishedLogError, OSError) as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE, COMMAND)
     for name in ("database_url", "blob_url"):
         if getattr(settings, name).get_secret_value().startswith("memory://"):
-            return _fail(
+            return fail(
                 f"MEERKAT_{name.upper()} is an in-memory store: there is no history to verify",
                 EXIT_USAGE,
+                COMMAND,
             )
     try:
         # Both only parse here; the connections are made inside the command.
         url = database_url(settings.database_url.get_secret_value())
         blobs = open_blob_store(settings.blob_url.get_secret_value())
     except (BlobUrlError, ValueError) as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE, COMMAND)
     store = SqlRuntimeStore(make_engine(url), url)
     try:
         return asyncio.run(_verify(args, settings, store, blobs, published, events))
     except ChannelNotFoundEntity as exc:
         detail = exc.args[0] if exc.args else exc
-        return _fail(f"{detail}; is MEERKAT_TOPOLOGY_PREFIX right, is the topology declared?",
-                     EXIT_PROBLEMS)
+        return fail(f"{detail}; is MEERKAT_TOPOLOGY_PREFIX right, is the topology declared?",
+                    EXIT_FAILED, COMMAND)
 
 
 async def _verify(
@@ -100,7 +96,7 @@ async def _verify(
         print(json.dumps(report_json(report), indent=2))
     else:
         print(render_text(report))
-    return EXIT_OK if report.ok else EXIT_PROBLEMS
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 async def verify_history(
@@ -142,8 +138,3 @@ async def _broker(settings: Settings) -> AsyncIterator[AbstractConnection]:
         yield connection
     finally:
         await connection.close()
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"{PROG} verify: {message}", file=sys.stderr)
-    return code

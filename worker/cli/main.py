@@ -1,8 +1,10 @@
-"""The ``meerkat-worker`` command line.
+"""The ``meerkat-worker`` entry point: the parser, the table of handlers, and ``main``.
 
-Each command is a handler ``cmd_<name>(args, settings) -> int`` in ``worker.cli_ops`` (store
-and worker commands), ``worker.cli_broker`` (broker commands) or ``worker.cli_verify`` (the
-history checker), imported when it runs.
+Each command is a handler ``cmd_<name>(args, settings) -> int``: ``run`` and ``schemas export``
+here, the store commands in :mod:`worker.cli.store_commands`, the broker commands in
+:mod:`worker.cli.broker_commands`, the history checker in :mod:`worker.cli.verify`. A handler's
+module is imported only when its command runs (by an ``import`` inside a loader function below),
+so that ``--help`` and ``schemas export`` stay fast and need none of the service libraries.
 
 Exit codes: 0 ok, 1 a check found problems (``topology check``, ``verify``), 2 usage or
 configuration error, 3 a dependency (broker, database, blob store) cannot be reached, 4 the
@@ -12,60 +14,48 @@ worker rejected the request.
 from __future__ import annotations
 
 import argparse
-import importlib
-import re
-import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
-from uuid import UUID
-
-from pydantic import SecretStr, ValidationError
-from pydantic_settings import SettingsError
 
 from persistence.errors import StoreUnavailable
-from schemas import COMMAND_TYPES, RUNTIME_ID_PATTERN
-from worker.config import ENV_PREFIX, SECRET_FIELDS, Settings, load_settings, mask_url
-
-PROG = "meerkat-worker"
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
-EXIT_REJECTED = 4
-
-Handler = Callable[[argparse.Namespace, Settings], int]
+from schemas import COMMAND_TYPES
+from worker.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    PROG,
+    Handler,
+    duration,
+    existing_file,
+    fail,
+    key,
+    positive_int,
+    runtime_id,
+    scrub,
+    settings_or_report,
+    uuid,
+)
+from worker.config import ENV_PREFIX, Settings
 
 if TYPE_CHECKING:
     Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 # --- handlers ---------------------------------------------------------------------------------
-# Each command's implementation is imported only when that command runs, so that ``--help`` and
-# ``schemas export`` stay fast and need none of the service libraries.
-
-_IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
-    "run": ("worker.cli_ops", "cmd_run"),
-    "migrate": ("worker.cli_ops", "cmd_migrate"),
-    "topology declare": ("worker.cli_broker", "cmd_topology_declare"),
-    "topology check": ("worker.cli_broker", "cmd_topology_check"),
-    "send input": ("worker.cli_broker", "cmd_send_input"),
-    "send command": ("worker.cli_broker", "cmd_send_command"),
-    "inspect": ("worker.cli_ops", "cmd_inspect"),
-    "dlq list": ("worker.cli_broker", "cmd_dlq_list"),
-    "dlq replay": ("worker.cli_broker", "cmd_dlq_replay"),
-    "blobs gc": ("worker.cli_ops", "cmd_blobs_gc"),
-    "schemas export": ("worker.cli", "cmd_schemas_export"),
-    "verify": ("worker.cli_verify", "cmd_verify"),
-}
 
 
-def handler_for(command: str) -> Handler:
-    module, name = _IMPLEMENTATIONS[command]
-    handler: Handler = getattr(importlib.import_module(module), name)
-    return handler
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from worker.app import serve
+    from worker.logs import configure_logging
+
+    configure_logging(settings.log_format)
+    return asyncio.run(serve(settings))
 
 
 def cmd_schemas_export(args: argparse.Namespace, settings: Settings) -> int:
@@ -76,57 +66,58 @@ def cmd_schemas_export(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-# --- argument types ---------------------------------------------------------------------------
+def _entry_point_commands() -> dict[str, Handler]:
+    return {"run": cmd_run, "schemas export": cmd_schemas_export}
 
 
-def runtime_id(text: str) -> str:
-    if not re.fullmatch(RUNTIME_ID_PATTERN, text):
-        raise argparse.ArgumentTypeError(
-            f"not a runtime id (1..200 of A-Z a-z 0-9 : . _ -): {text!r}"
-        )
-    return text
+def _store_commands() -> dict[str, Handler]:
+    from worker.cli import store_commands
+
+    return {
+        "migrate": store_commands.cmd_migrate,
+        "inspect": store_commands.cmd_inspect,
+        "blobs gc": store_commands.cmd_blobs_gc,
+    }
 
 
-def existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
-    return path
+def _broker_commands() -> dict[str, Handler]:
+    from worker.cli import broker_commands
+
+    return {
+        "topology declare": broker_commands.cmd_topology_declare,
+        "topology check": broker_commands.cmd_topology_check,
+        "send input": broker_commands.cmd_send_input,
+        "send command": broker_commands.cmd_send_command,
+        "dlq list": broker_commands.cmd_dlq_list,
+        "dlq replay": broker_commands.cmd_dlq_replay,
+    }
 
 
-def uuid(text: str) -> UUID:
-    try:
-        return UUID(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a UUID: {text!r}") from None
+def _verify_commands() -> dict[str, Handler]:
+    from worker.cli import verify
+
+    return {"verify": verify.cmd_verify}
 
 
-def key(text: str) -> str:
-    if not 1 <= len(text) <= 256:
-        raise argparse.ArgumentTypeError("a key is 1..256 characters")
-    return text
+_IMPLEMENTATIONS: dict[str, Callable[[], dict[str, Handler]]] = {
+    "run": _entry_point_commands,
+    "migrate": _store_commands,
+    "topology declare": _broker_commands,
+    "topology check": _broker_commands,
+    "send input": _broker_commands,
+    "send command": _broker_commands,
+    "inspect": _store_commands,
+    "dlq list": _broker_commands,
+    "dlq replay": _broker_commands,
+    "blobs gc": _store_commands,
+    "schemas export": _entry_point_commands,
+    "verify": _verify_commands,
+}
+"""Each command -> the loader that imports its module and names its handlers."""
 
 
-def positive_int(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
-    return number
-
-
-_DURATION = re.compile(r"(\d+)([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def duration(text: str) -> timedelta:
-    """``90s``, ``15m``, ``24h``, ``7d`` or a combination such as ``1h30m``."""
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise argparse.ArgumentTypeError(f"not a duration like 24h, 30m, 90s, 7d: {text!r}")
-    return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[u] for n, u in parts))
+def handler_for(command: str) -> Handler:
+    return _IMPLEMENTATIONS[command]()[command]
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -251,20 +242,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    try:
-        settings = load_settings()
-    except (ValidationError, SettingsError) as exc:
-        print(f"{PROG}: invalid configuration: {describe_config_error(exc)}", file=sys.stderr)
+    settings = settings_or_report()
+    if settings is None:
         return EXIT_USAGE
     try:
         return handler_for(args.command)(args, settings)
     except dependency_errors() as exc:
-        print(f"{PROG} {args.command}: cannot reach a dependency: "
-              f"{scrub(str(exc) or type(exc).__name__, settings)}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
+        return fail("cannot reach a dependency: "
+                    f"{scrub(str(exc) or type(exc).__name__, settings)}",
+                    EXIT_UNAVAILABLE, args.command)
     except topology_errors() as exc:  # e.g. ``run`` against shard queues declared otherwise
-        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(str(exc), EXIT_FAILED, args.command)
     except KeyboardInterrupt:
         return 130
 
@@ -280,28 +268,3 @@ def dependency_errors() -> tuple[type[BaseException], ...]:
 
     amqp: type[BaseException] = AMQPConnectionError
     return StoreUnavailable, amqp, ConnectionError, TimeoutError
-
-
-def describe_config_error(exc: ValidationError | SettingsError) -> str:
-    if isinstance(exc, SettingsError):
-        return str(exc)
-    # Only locations and messages: an input value could be a secret.
-    return "; ".join(
-        ENV_PREFIX + "__".join(str(part) for part in error["loc"]).upper() + ": " + error["msg"]
-        for error in exc.errors()
-    )
-
-
-def scrub(text: str, settings: Settings) -> str:
-    """The text with every configured secret URL masked, whatever library wrote it."""
-    for name in SECRET_FIELDS:
-        secret: SecretStr | None = getattr(settings, name)
-        if secret is None:
-            continue
-        raw = secret.get_secret_value()
-        text = text.replace(raw, mask_url(raw))
-    return text
-
-
-if __name__ == "__main__":
-    sys.exit(main())
