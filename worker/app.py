@@ -33,6 +33,7 @@ from persistence.ports import BlobStore, RuntimeStore
 from worker.broker import BrokerLink, Link
 from worker.config import Settings
 from worker.consumer import ShardConsumers
+from worker.core import Signal, can_start_run
 from worker.driver import RuntimeDriver
 from worker.faults import FaultPlan
 from worker.health import HealthServer, ReadinessError
@@ -219,7 +220,7 @@ class Worker:
         peers = set(self.membership.live) - {self.worker_id} if self.membership else set()
         taken = 0
         for runtime_id in await self.store.runtimes_with_pending_work(exclude_writers=peers):
-            if self.driver.cached(runtime_id) is not None:
+            if not self._needs_load(runtime_id):
                 continue
             try:
                 await self.driver.load(runtime_id)
@@ -227,6 +228,25 @@ class Worker:
             except Exception as exc:
                 log.warning("resume_failed", runtime_id=runtime_id, error=repr(exc))
         return taken
+
+    def _needs_load(self, runtime_id: str) -> bool:
+        """Whether a runtime with pending work must be (re)loaded to be worked on here. A cached
+        copy that shows a run this process is not executing is stale (another worker wrote the
+        runtime meanwhile, as in a hand-over): it is dropped and read again. One that could run
+        but that no run task works on is woken."""
+        assert self.driver is not None
+        assert self.run_loop is not None
+        cached = self.driver.cached(runtime_id)
+        if cached is None:
+            return True
+        if self.run_loop.working(runtime_id):
+            return False
+        if cached.current_run is not None and not self.driver.executing(runtime_id):
+            self.driver.drop(runtime_id)
+            return True
+        if can_start_run(cached):
+            self.run_loop.wake(runtime_id, Signal.WAKE)
+        return False
 
     async def _sweep(self) -> None:
         """Every heartbeat, take on work left behind by workers that are no longer live."""

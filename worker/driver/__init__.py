@@ -120,6 +120,10 @@ class RuntimeDriver:
     def take_signal(self, runtime_id: str) -> Signal:
         return self._cache.take_signal(runtime_id)
 
+    def executing(self, runtime_id: str) -> bool:
+        """Whether this process staged the runtime's current run and has not ended it."""
+        return runtime_id in self._cache.live_runs
+
     def forget_run(self, runtime_id: str, run_id: UUID) -> None:
         """The run is over for this process (committed, failed, or given up to recovery): the
         next reload treats a stored ``running`` row as a dead run."""

@@ -205,6 +205,10 @@ class RunLoop:
         if stuck:
             raise ReadinessError(f"{len(stuck)} run turn(s) stuck for over {limit:.0f}s")
 
+    def working(self, runtime_id: str) -> bool:
+        """Whether a task of this loop is working on the runtime."""
+        return runtime_id in self._tasks
+
     @property
     def active_runs(self) -> int:
         return len(self._running)

@@ -1,10 +1,11 @@
-"""The intake hands deliveries out in per-runtime order: a held delivery holds its runtime's
+"""The inbox hands deliveries out in per-runtime order: a held delivery holds its runtime's
 later ones, a returned one goes ahead of first deliveries, a closed channel's are dropped."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, cast
+from uuid import uuid4
 
 import aiormq.abc
 import pytest
@@ -14,6 +15,7 @@ from schemas import Malformed
 from tests.unit.timing import Clock, within
 from worker.pipeline.inbox import Delivery, Inbox, Item
 from worker.pipeline.parsing import Unparseable
+from worker.pipeline.steps import RunStep, StepKind
 
 pytestmark = pytest.mark.unit
 
@@ -125,3 +127,49 @@ async def test_a_pause_defers_the_next_batch(intake: Inbox, clock: Clock) -> Non
     intake.put(delivery("a1", "a", Channel()))
     clock.advance(1)
     assert await take(intake) == ["a1"]
+
+
+def step(runtime_id: str) -> RunStep:
+    return RunStep(StepKind.FINISH, runtime_id, uuid4())
+
+
+async def test_run_steps_are_taken_ahead_of_deliveries(intake: Inbox) -> None:
+    channel = Channel()
+    intake.put(delivery("a1", "a", channel))
+    finished = step("b")
+    intake.put_step(finished)
+    batch = await within(intake.take(100), "a batch")
+    assert batch[0] is finished
+    assert names(batch) == ["a1"]
+
+
+async def test_items_put_back_come_before_newer_ones_in_their_order(intake: Inbox) -> None:
+    channel = Channel()
+    intake.put(delivery("a1", "a", channel))
+    intake.put(delivery("b1", "b", channel))
+    first = await within(intake.take(100), "a batch")
+    intake.put(delivery("a2", "a", channel))
+    intake.put_back(first)
+    assert await take(intake) == ["a1", "b1", "a2"]
+
+
+async def test_an_item_to_retry_alone_is_a_window_of_its_own(intake: Inbox) -> None:
+    channel = Channel()
+    batch = [delivery(name, name[0], channel) for name in ("a1", "b1", "c1")]
+    for item in batch:
+        item.alone = True
+    intake.put_back(list(batch))
+    intake.put(delivery("d1", "d", channel))
+    assert [await take(intake) for _ in range(3)] == [["a1"], ["b1"], ["c1"]]
+    assert await take(intake) == ["d1"]
+
+
+async def test_an_item_put_back_for_a_held_runtime_waits_behind_the_held_one(
+    intake: Inbox, clock: Clock
+) -> None:
+    channel = Channel()
+    intake.hold(delivery("a1", "a", channel), seconds=5)
+    intake.put_back([delivery("a2", "a", channel), delivery("b1", "b", channel)])
+    assert await take(intake) == ["b1"]
+    clock.advance(5)
+    assert await take(intake) == ["a1", "a2"]
