@@ -1,7 +1,9 @@
-"""Exact JSON round-trip of the stored values.
+"""Exact JSON round-trip of the stored values that are kept as JSON: an input (with its
+history), a command outcome, an event.
 
 Every store keeps the same JSON shapes, so a value written by one store reads back equal from
-any other. Datetimes are written as ISO 8601 in UTC and must be timezone-aware: a naive time
+any other; the SQL stores keep them in JSON columns (:mod:`persistence.sql.rows` maps the rest
+of each row). Datetimes are written as ISO 8601 in UTC and must be timezone-aware: a naive time
 has no single meaning once it is stored, so it is refused rather than guessed.
 """
 
@@ -25,16 +27,9 @@ from schemas import (
     InputKind,
     InputPhase,
     Lane,
-    RuntimePhase,
 )
 from schemas.validation import content_blocks
-from worker.core.model import (
-    BoundaryReceipt,
-    HistoryEntry,
-    InputRecord,
-    RuntimeRow,
-    SessionSnapshot,
-)
+from worker.core.model import HistoryEntry, InputRecord
 
 Json = dict[str, Any]
 
@@ -145,77 +140,6 @@ def blob_ids_of(record: InputRecord) -> list[str]:
         if isinstance(block, BlobImageBlock):
             seen.setdefault(block.blob_id, None)
     return list(seen)
-
-
-def encode_runtime_row(row: RuntimeRow) -> Json:
-    return {
-        "runtime_id": row.runtime_id,
-        "phase": row.phase.value,
-        "pre_run_phase": None if row.pre_run_phase is None else row.pre_run_phase.value,
-        "current_run_id": _opt_uuid(row.current_run_id),
-        "next_admission_seq": row.next_admission_seq,
-        "version": row.version,
-        "updated_at": encode_time(row.updated_at),
-    }
-
-
-def decode_runtime_row(data: Mapping[str, Any]) -> RuntimeRow:
-    pre_run = data["pre_run_phase"]
-    return RuntimeRow(
-        runtime_id=data["runtime_id"],
-        phase=RuntimePhase(data["phase"]),
-        pre_run_phase=None if pre_run is None else RuntimePhase(pre_run),
-        current_run_id=_decode_opt_uuid(data["current_run_id"]),
-        next_admission_seq=data["next_admission_seq"],
-        version=data["version"],
-        updated_at=decode_time(data["updated_at"]),
-    )
-
-
-def encode_receipt(receipt: BoundaryReceipt) -> Json:
-    return {
-        "runtime_id": receipt.runtime_id,
-        "run_id": str(receipt.run_id),
-        "sequence": receipt.sequence,
-        "contributing_input_ids": [str(i) for i in receipt.contributing_input_ids],
-        "conversation_digest": receipt.conversation_digest,
-        "message_count": receipt.message_count,
-        "committed_at": encode_time(receipt.committed_at),
-    }
-
-
-def decode_receipt(data: Mapping[str, Any]) -> BoundaryReceipt:
-    return BoundaryReceipt(
-        runtime_id=data["runtime_id"],
-        run_id=UUID(data["run_id"]),
-        sequence=data["sequence"],
-        contributing_input_ids=tuple(UUID(i) for i in data["contributing_input_ids"]),
-        conversation_digest=data["conversation_digest"],
-        message_count=data["message_count"],
-        committed_at=decode_time(data["committed_at"]),
-    )
-
-
-def encode_snapshot(snapshot: SessionSnapshot) -> Json:
-    return {
-        "runtime_id": snapshot.runtime_id,
-        "run_id": str(snapshot.run_id),
-        "body": dict(snapshot.body),
-        "digest": snapshot.digest,
-        "message_count": snapshot.message_count,
-        "committed_at": encode_time(snapshot.committed_at),
-    }
-
-
-def decode_snapshot(data: Mapping[str, Any]) -> SessionSnapshot:
-    return SessionSnapshot(
-        runtime_id=data["runtime_id"],
-        run_id=UUID(data["run_id"]),
-        body=dict(data["body"]),
-        digest=data["digest"],
-        message_count=data["message_count"],
-        committed_at=decode_time(data["committed_at"]),
-    )
 
 
 def encode_command(outcome: CommandCompleted) -> Json:

@@ -9,8 +9,11 @@ from persistence.sql.store import open_store
 MEMORY_URL = "memory://"
 
 
-async def open_runtime_store(url: str, *, create_schema: bool = False) -> RuntimeStore:
-    """The store for ``url``.
+async def open_runtime_store(
+    url: str, *, writer_id: str | None = None, create_schema: bool = False
+) -> RuntimeStore:
+    """The store for ``url``, recording ``writer_id`` (the worker's id) on every runtime row it
+    writes.
 
     ``memory://`` is a fresh in-process store (nothing survives the process);
     ``sqlite+aiosqlite:///path`` and ``postgresql+asyncpg://...`` (also ``postgresql://`` and
@@ -19,5 +22,5 @@ async def open_runtime_store(url: str, *, create_schema: bool = False) -> Runtim
     UnsafeDatabase when its commits are not durable. Messages never show the password.
     """
     if url.startswith(MEMORY_URL):
-        return MemoryRuntimeStore()
-    return await open_store(url, create_schema=create_schema)
+        return MemoryRuntimeStore(writer_id=writer_id)
+    return await open_store(url, writer_id=writer_id, create_schema=create_schema)

@@ -1,5 +1,10 @@
 """The runtime store in process memory: the reference the SQL stores are tested against.
 
+:class:`MemoryRuntimeStore` implements every port of :class:`persistence.ports.RuntimeStore` and
+:class:`persistence.ports.HistoryReader` over a :class:`MemoryDatabase`, the dictionaries that
+stand for the tables. Several stores may share one database, each writing as its own
+``writer_id``, as several workers share one SQL database.
+
 A commit works on copies of the runtimes it touches and swaps them in only when every mutation
 of every decision succeeded, so a failed commit leaves nothing behind, as a rolled-back
 transaction would. It raises the same typed errors as the SQL stores for the same conflicts.
@@ -18,7 +23,7 @@ from uuid import UUID
 from persistence.codec import blob_ids_of, to_utc
 from persistence.errors import DuplicateRow, ReceiptConflict, StoreError, VersionConflict
 from persistence.ports import OutboxEntry, OutboxEvent, StoredRuntime
-from schemas import CommandCompleted, EventEnvelope, InputPhase, RuntimePhase
+from schemas import CommandCompleted, EventEnvelope, RuntimePhase
 from worker.core.model import (
     BoundaryReceipt,
     Decision,
@@ -33,8 +38,6 @@ from worker.core.model import (
     RuntimeRow,
     SessionSnapshot,
 )
-
-_APPLIED_PHASES = frozenset({InputPhase.APPLIED, InputPhase.APPLIED_PENDING_CONSUMPTION})
 
 
 @dataclass
@@ -56,39 +59,55 @@ class _Outboxed:
     sent_at: datetime | None = None
 
 
+@dataclass
+class MemoryDatabase:
+    """The in-memory tables; nothing survives the process."""
+
+    runtimes: dict[str, _Stored] = field(default_factory=dict)
+    outbox: dict[int, _Outboxed] = field(default_factory=dict)
+    event_ids: set[UUID] = field(default_factory=set)
+    next_position: int = 1
+    workers: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    """Heartbeat rows: worker id → (group, last seen)."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by a commit, which is one transaction."""
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
 class MemoryRuntimeStore:
-    """``RuntimeStore`` held in dictionaries; nothing survives the process."""
+    """``RuntimeStore`` over ``database`` (a fresh one by default), recording ``writer_id`` on
+    the runtime rows it writes."""
 
-    def __init__(self, *, clock: Callable[[], datetime] = _utc_now) -> None:
-        self._runtimes: dict[str, _Stored] = {}
-        self._outbox: dict[int, _Outboxed] = {}
-        self._event_ids: set[UUID] = set()
-        self._next_position = 1
+    def __init__(
+        self,
+        database: MemoryDatabase | None = None,
+        *,
+        writer_id: str | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._db = MemoryDatabase() if database is None else database
+        self._writer_id = writer_id
         self._clock = clock
-        self._lock = asyncio.Lock()
-        self._workers: dict[str, tuple[str, datetime]] = {}
-        self.writer_id: str | None = None
-        """Heartbeat rows: worker id → (group, last seen)."""
+
+    @property
+    def database(self) -> MemoryDatabase:
+        """The tables, to open another store on (as another writer)."""
+        return self._db
+
+    @property
+    def writer_id(self) -> str | None:
+        return self._writer_id
 
     def _stored(self, runtime_id: str) -> _Stored:
-        return self._runtimes.get(runtime_id) or _Stored()
+        return self._db.runtimes.get(runtime_id) or _Stored()
 
     async def load_runtime(self, runtime_id: str) -> StoredRuntime:
         stored = self._stored(runtime_id)
         live = [r for r in _in_admission_order(stored.inputs.values()) if not r.is_terminal]
-        named = {
-            (r.last_run_id, r.boundary_sequence)
-            for r in live
-            if r.phase in _APPLIED_PHASES
-            and r.last_run_id is not None
-            and r.boundary_sequence is not None
-        }
-        present = frozenset(pair for pair in named if pair in stored.receipts)
-        return StoredRuntime(row=stored.row, inputs=tuple(live), receipts=present)
+        return StoredRuntime.of(stored.row, live, stored.receipts)
 
     async def find_input(
         self, runtime_id: str, input_id: UUID, idempotency_key: str | None
@@ -104,10 +123,11 @@ class MemoryRuntimeStore:
         return self._stored(runtime_id).commands.get(command_id)
 
     async def commit(self, decisions: Sequence[Decision]) -> None:
-        async with self._lock:
+        db = self._db
+        async with db.lock:
             staged: dict[str, _Stored] = {}
             events: list[EventEnvelope] = []
-            event_ids = set(self._event_ids)
+            event_ids = set(db.event_ids)
             for decision in decisions:
                 for mutation in decision.mutations:
                     self._apply(staged, decision.runtime_id, mutation)
@@ -116,15 +136,15 @@ class MemoryRuntimeStore:
                         raise DuplicateRow("event id", str(event.event_id))
                     event_ids.add(event.event_id)
                     events.append(event)
-            self._runtimes.update(staged)
+            db.runtimes.update(staged)
             for event in events:
-                self._outbox[self._next_position] = _Outboxed(self._next_position, event)
-                self._next_position += 1
-            self._event_ids = event_ids
+                db.outbox[db.next_position] = _Outboxed(db.next_position, event)
+                db.next_position += 1
+            db.event_ids = event_ids
 
     def _staged(self, staged: dict[str, _Stored], runtime_id: str) -> _Stored:
         if runtime_id not in staged:
-            current = self._runtimes.get(runtime_id)
+            current = self._db.runtimes.get(runtime_id)
             staged[runtime_id] = copy.copy(current) if current else _Stored()
             for name in ("inputs", "receipts", "commands"):
                 setattr(staged[runtime_id], name, dict(getattr(staged[runtime_id], name)))
@@ -134,7 +154,7 @@ class MemoryRuntimeStore:
         if isinstance(mutation, PutRuntime):
             target = self._staged(staged, mutation.row.runtime_id)
             _put_runtime(target, mutation)
-            target.writer = self.writer_id
+            target.writer = self._writer_id
             return
         owner = (
             mutation.receipt.runtime_id
@@ -173,7 +193,7 @@ class MemoryRuntimeStore:
     ) -> list[str]:
         pending = [
             runtime_id
-            for runtime_id, stored in self._runtimes.items()
+            for runtime_id, stored in self._db.runtimes.items()
             if stored.row is not None
             and stored.writer not in exclude_writers
             and (
@@ -201,24 +221,24 @@ class MemoryRuntimeStore:
         return receipts[:limit]
 
     async def list_events(self, runtime_id: str, limit: int = 20) -> list[EventEnvelope]:
-        mine = [o.event for o in self._outbox.values() if o.event.runtime_id == runtime_id]
+        mine = [o.event for o in self._db.outbox.values() if o.event.runtime_id == runtime_id]
         return mine[::-1][:limit]
 
     async def fetch_unsent_events(self, limit: int) -> list[OutboxEvent]:
-        unsent = (o for o in self._outbox.values() if o.sent_at is None)
+        unsent = (o for o in self._db.outbox.values() if o.sent_at is None)
         return [OutboxEvent(o.position, o.event) for o in itertools.islice(unsent, limit)]
 
     async def mark_events_sent(self, positions: Sequence[int]) -> None:
         now = self._clock()
         for position in positions:
-            outboxed = self._outbox.get(position)
+            outboxed = self._db.outbox.get(position)
             if outboxed is not None and outboxed.sent_at is None:
                 outboxed.sent_at = now
 
     async def referenced_blob_ids(self) -> set[str]:
         return {
             blob_id
-            for stored in self._runtimes.values()
+            for stored in self._db.runtimes.values()
             for record in stored.inputs.values()
             for blob_id in blob_ids_of(record)
         }
@@ -240,7 +260,7 @@ class MemoryRuntimeStore:
     async def read_outbox(self, runtime_id: str) -> list[OutboxEntry]:
         return [
             OutboxEntry(o.position, o.event, o.sent_at is not None)
-            for o in sorted(self._outbox.values(), key=lambda o: o.position)
+            for o in sorted(self._db.outbox.values(), key=lambda o: o.position)
             if o.event.runtime_id == runtime_id
         ]
 
@@ -253,15 +273,16 @@ class MemoryRuntimeStore:
     async def heartbeat(
         self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = ""
     ) -> list[str]:
+        rows = self._db.workers
         cutoff = to_utc(now) - ttl
-        stale = [w for w, (g, seen) in self._workers.items() if g == group and seen < cutoff]
+        stale = [w for w, (g, seen) in rows.items() if g == group and seen < cutoff]
         for worker in stale:
-            del self._workers[worker]
-        self._workers[worker_id] = (group, to_utc(now))
-        return sorted(w for w, (g, _) in self._workers.items() if g == group)
+            del rows[worker]
+        rows[worker_id] = (group, to_utc(now))
+        return sorted(w for w, (g, _) in rows.items() if g == group)
 
     async def leave(self, worker_id: str) -> None:
-        self._workers.pop(worker_id, None)
+        self._db.workers.pop(worker_id, None)
 
 
 def _in_admission_order(records: Iterable[InputRecord]) -> list[InputRecord]:

@@ -1,4 +1,10 @@
-"""The ports of the persistence layer, as ``typing.Protocol`` s.
+"""The ports of the persistence layer, as ``typing.Protocol`` s, one per concern.
+
+Runtime state (:class:`RuntimeStateStore`), the outbox (:class:`OutboxStore`), inspection
+(:class:`InspectionStore`), membership (:class:`MembershipStore`) and the history checker's reads
+(:class:`HistoryReader`) are kept apart so that each caller names only what it uses;
+:class:`RuntimeStore` is all of the first four together, what
+:func:`persistence.factory.open_runtime_store` returns. Blob storage is :class:`BlobStore`.
 
 Every implementation (in-memory, SQLite, PostgreSQL; memory, filesystem, S3) passes the same
 contract suite under ``tests/contract``.
@@ -6,14 +12,32 @@ contract suite under ``tests/contract``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
-from schemas import CommandCompleted, EventEnvelope
+from schemas import CommandCompleted, EventEnvelope, InputPhase
 from worker.core.model import BoundaryReceipt, Decision, InputRecord, RuntimeRow, SessionSnapshot
+
+APPLIED_PHASES = frozenset({InputPhase.APPLIED, InputPhase.APPLIED_PENDING_CONSUMPTION})
+
+
+def receipts_named_by(inputs: Iterable[InputRecord]) -> frozenset[tuple[UUID, int]]:
+    """The (run id, sequence) pairs a cold load looks up: those an applied input names.
+
+    An applied input names the boundary that applied it; whether that boundary's receipt was
+    committed is what recovery needs to know about it. Receipts no loaded input names are not
+    read.
+    """
+    return frozenset(
+        (r.last_run_id, r.boundary_sequence)
+        for r in inputs
+        if r.phase in APPLIED_PHASES
+        and r.last_run_id is not None
+        and r.boundary_sequence is not None
+    )
 
 
 @dataclass(frozen=True)
@@ -24,6 +48,19 @@ class StoredRuntime:
     row: RuntimeRow | None
     inputs: tuple[InputRecord, ...]
     receipts: frozenset[tuple[UUID, int]]
+
+    @classmethod
+    def of(
+        cls,
+        row: RuntimeRow | None,
+        inputs: Iterable[InputRecord],
+        stored_receipts: Container[tuple[UUID, int]],
+    ) -> StoredRuntime:
+        """The cold load of ``row`` and its non-terminal ``inputs`` (in admission order), given
+        the (run id, sequence) keys of receipts that are stored (it may hold more)."""
+        loaded = tuple(inputs)
+        named = receipts_named_by(loaded)
+        return cls(row, loaded, frozenset(key for key in named if key in stored_receipts))
 
 
 @dataclass(frozen=True)
@@ -41,36 +78,16 @@ class OutboxEntry:
     sent: bool
 
 
-@runtime_checkable
-class HistoryReader(Protocol):
-    """Read-only, unabridged queries for the history checker (``meerkat-worker verify``).
+class RuntimeStateStore(Protocol):
+    """The worker's own reads and writes: runtimes, their inputs, receipts and snapshots."""
 
-    Kept apart from :class:`RuntimeStore`: the worker never needs them, and they read whole
-    histories (every receipt, every outbox event) where the worker reads only what is live.
-    """
-
-    async def read_runtime_row(self, runtime_id: str) -> RuntimeRow | None:
-        """The stored runtime row, or None when the runtime was never stored."""
+    @property
+    def writer_id(self) -> str | None:
+        """Recorded on every runtime row this store writes (the worker's id, given when the
+        store is opened), so that work a worker left behind can be told from work a live
+        worker is doing."""
         ...
 
-    async def list_inputs(self, runtime_id: str) -> list[InputRecord]:
-        """Every stored input of the runtime (terminal ones too), in admission order."""
-        ...
-
-    async def read_receipts(self, runtime_id: str) -> list[BoundaryReceipt]:
-        """Every boundary receipt of the runtime, oldest first."""
-        ...
-
-    async def read_commands(self, runtime_id: str) -> list[CommandCompleted]:
-        """Every stored command outcome of the runtime."""
-        ...
-
-    async def read_outbox(self, runtime_id: str) -> list[OutboxEntry]:
-        """Every outbox event of the runtime, sent or not, in outbox order."""
-        ...
-
-
-class RuntimeStore(Protocol):
     async def load_runtime(self, runtime_id: str) -> StoredRuntime:
         """Row + non-terminal inputs + receipts present for applied inputs."""
         ...
@@ -94,10 +111,6 @@ class RuntimeStore(Protocol):
         """
         ...
 
-    writer_id: str | None
-    """Recorded on every runtime row this store writes (the worker's id), so that work a
-    worker left behind can be told from work a live worker is doing."""
-
     async def runtimes_with_pending_work(
         self, limit: int = 10_000, *, exclude_writers: Collection[str] = ()
     ) -> list[str]:
@@ -106,6 +119,29 @@ class RuntimeStore(Protocol):
         ...
 
     async def load_snapshot(self, runtime_id: str) -> SessionSnapshot | None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot be reached."""
+        ...
+
+
+class OutboxStore(Protocol):
+    """What the outbox relay uses: committed events not yet published, and marking them sent."""
+
+    async def fetch_unsent_events(self, limit: int) -> list[OutboxEvent]:
+        """Oldest unsent outbox events first."""
+        ...
+
+    async def mark_events_sent(self, positions: Sequence[int]) -> None: ...
+
+
+class InspectionStore(Protocol):
+    """Read-only queries for operators (``inspect``, ``blobs gc``) and tests: never on the
+    worker's path.
+
+    ``referenced_blob_ids`` is here rather than in a port of its own: like the others it only
+    reads what is stored, for a command an operator runs, and the worker never calls it.
+    """
 
     async def get_input(self, runtime_id: str, input_id: UUID) -> InputRecord | None: ...
 
@@ -121,21 +157,13 @@ class RuntimeStore(Protocol):
         """Latest outbox events of the runtime first (sent or not)."""
         ...
 
-    async def fetch_unsent_events(self, limit: int) -> list[OutboxEvent]:
-        """Oldest unsent outbox events first."""
-        ...
-
-    async def mark_events_sent(self, positions: Sequence[int]) -> None: ...
-
     async def referenced_blob_ids(self) -> set[str]:
         """Every blob id referenced by a stored input (for the blob garbage collector)."""
         ...
 
-    async def ping(self) -> None:
-        """Raise StoreUnavailable when the store cannot be reached."""
-        ...
 
-    async def close(self) -> None: ...
+class MembershipStore(Protocol):
+    """What worker membership uses: the heartbeat rows of the live workers."""
 
     async def heartbeat(
         self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = ""
@@ -147,6 +175,43 @@ class RuntimeStore(Protocol):
 
     async def leave(self, worker_id: str) -> None:
         """Delete the worker's heartbeat row (idempotent)."""
+        ...
+
+
+class RuntimeStore(RuntimeStateStore, OutboxStore, InspectionStore, MembershipStore, Protocol):
+    """Every port of one runtime database, as opened by the factory; whoever opened it closes
+    it."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class HistoryReader(Protocol):
+    """Read-only, unabridged queries for the history checker (``meerkat-worker verify``).
+
+    Kept apart from :class:`RuntimeStore`: the worker never needs them, and they read whole
+    histories (every receipt, every outbox event) where the worker reads only what is live.
+    The SQL and in-memory stores implement it too.
+    """
+
+    async def read_runtime_row(self, runtime_id: str) -> RuntimeRow | None:
+        """The stored runtime row, or None when the runtime was never stored."""
+        ...
+
+    async def list_inputs(self, runtime_id: str) -> list[InputRecord]:
+        """Every stored input of the runtime (terminal ones too), in admission order."""
+        ...
+
+    async def read_receipts(self, runtime_id: str) -> list[BoundaryReceipt]:
+        """Every boundary receipt of the runtime, oldest first."""
+        ...
+
+    async def read_commands(self, runtime_id: str) -> list[CommandCompleted]:
+        """Every stored command outcome of the runtime."""
+        ...
+
+    async def read_outbox(self, runtime_id: str) -> list[OutboxEntry]:
+        """Every outbox event of the runtime, sent or not, in outbox order."""
         ...
 
 

@@ -142,9 +142,8 @@ class Worker:
         database_url = settings.database_url.get_secret_value()
         if database_url.startswith("sqlite"):
             await upgrade_async(database_url)  # the embedded default needs no separate step
-        self.store = await open_runtime_store(database_url)
         self.worker_id = self.worker_id or new_worker_id()
-        self.store.writer_id = self.worker_id
+        self.store = await open_runtime_store(database_url, writer_id=self.worker_id)
         self.blobs = open_blob_store(settings.blob_url.get_secret_value(),
                                      max_blob_bytes=settings.limits.max_image_bytes)
         await self.blobs.ping()

@@ -50,10 +50,10 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 import structlog
 
+from persistence.ports import MembershipStore
 from worker.faults import NO_FAULTS, FaultPlan
 from worker.health import ReadinessError
 
@@ -63,16 +63,6 @@ MISSED_HEARTBEATS = 3
 """A worker whose row is older than this many heartbeat intervals is gone."""
 
 OnAssignment = Callable[[set[str]], Awaitable[None]]
-
-
-class MembershipStore(Protocol):
-    """The part of the runtime store that membership uses."""
-
-    async def heartbeat(
-        self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = ""
-    ) -> list[str]: ...
-
-    async def leave(self, worker_id: str) -> None: ...
 
 
 def _rank(worker: str, shard: str) -> tuple[bytes, str]:

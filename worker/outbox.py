@@ -18,7 +18,7 @@ import time
 import aio_pika
 import structlog
 
-from persistence.ports import OutboxEvent, RuntimeStore
+from persistence.ports import OutboxEvent, OutboxStore
 from worker.broker import BrokerLink
 from worker.faults import NO_FAULTS, FaultPlan
 from worker.health import ReadinessError
@@ -43,7 +43,7 @@ def event_message(item: OutboxEvent) -> aio_pika.Message:
 class OutboxRelay:
     def __init__(
         self,
-        store: RuntimeStore,
+        store: OutboxStore,
         broker: BrokerLink,
         *,
         batch_size: int = 200,

@@ -1,6 +1,9 @@
-"""The SQL runtime store (PostgreSQL and SQLite) and its schema."""
+"""The SQL runtime store (PostgreSQL and SQLite) and its schema.
 
-from persistence.sql.store import SqlRuntimeStore, open_store
-from persistence.sql.tables import metadata
-
-__all__ = ["SqlRuntimeStore", "metadata", "open_store"]
+:mod:`persistence.sql.store` is the store (``SqlRuntimeStore``, ``open_store``), its mixins are
+:mod:`~persistence.sql.history` and :mod:`~persistence.sql.membership` over
+:mod:`~persistence.sql.connections`; :mod:`~persistence.sql.tables` is the schema,
+:mod:`~persistence.sql.rows` the row mapping, :mod:`~persistence.sql.writes` the statements of a
+commit. This package imports none of them, so that importing one (the migrations import
+``engine`` and ``tables``) never loads the store.
+"""

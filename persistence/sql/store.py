@@ -1,32 +1,39 @@
 """The runtime store on PostgreSQL (asyncpg) or SQLite (aiosqlite), SQLAlchemy 2 async Core.
 
-One class serves both databases; their differences live in :mod:`persistence.sql.engine`
-(connection set-up) and in two spots here: SQLite writers are serialised in-process, because
-SQLite has one writer at a time anyway and queueing on a lock is cheaper than on the busy timeout;
-and a cold load reads in REPEATABLE READ on PostgreSQL (SQLite's read transaction is already one
-snapshot).
+One class, :class:`SqlRuntimeStore`, serves both databases and implements every port of
+:class:`persistence.ports.RuntimeStore` and :class:`persistence.ports.HistoryReader`: runtime
+state, the outbox and inspection here; membership in :mod:`persistence.sql.membership`; the
+history checker's reads in :mod:`persistence.sql.history`. Rows are mapped by
+:mod:`persistence.sql.rows`, and the statements of a commit are in :mod:`persistence.sql.writes`.
+The differences between the databases live in :mod:`persistence.sql.engine` (connection set-up)
+and :mod:`persistence.sql.connections` (SQLite writers serialised in-process; a cold load reads
+in REPEATABLE READ on PostgreSQL).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Collection, Sequence
+from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import URL, RowMapping, delete, or_, select, text, union, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import URL, or_, select, text, union, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from persistence import codec
 from persistence.errors import UnsafeDatabase
+from persistence.migrate import upgrade_engine
 from persistence.plan import plan_writes
-from persistence.ports import OutboxEvent, StoredRuntime
-from persistence.sql.engine import WRITE_OPTION, database_url, is_sqlite, make_engine, safe_url
-from persistence.sql.failures import DATABASE_ERRORS, leaves_connection_unusable, store_error
-from persistence.sql.history import SqlHistoryQueries, receipt_of
+from persistence.ports import OutboxEvent, StoredRuntime, receipts_named_by
+from persistence.sql.engine import database_url, make_engine
+from persistence.sql.history import SqlHistoryQueries
+from persistence.sql.membership import SqlMembership
+from persistence.sql.rows import (
+    command_from_outcome,
+    event_from_body,
+    input_from_state,
+    receipt_from_row,
+    runtime_from_row,
+    snapshot_from_row,
+)
 from persistence.sql.tables import (
     boundary_receipts,
     event_outbox,
@@ -34,15 +41,13 @@ from persistence.sql.tables import (
     processed_commands,
     runtimes,
     session_snapshots,
-    workers,
 )
 from persistence.sql.writes import apply_plan
 from schemas import CommandCompleted, EventEnvelope, InputPhase, RuntimePhase
 from schemas.states import TERMINAL_INPUT_PHASES
-from worker.core.model import BoundaryReceipt, Decision, InputRecord, RuntimeRow, SessionSnapshot
+from worker.core.model import BoundaryReceipt, Decision, InputRecord, SessionSnapshot
 
 _LIVE_PHASES = [phase.value for phase in InputPhase if phase not in TERMINAL_INPUT_PHASES]
-_APPLIED_PHASES = frozenset({InputPhase.APPLIED, InputPhase.APPLIED_PENDING_CONSUMPTION})
 _MARK_CHUNK = 500
 
 
@@ -50,71 +55,32 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class SqlRuntimeStore(SqlHistoryQueries):
+class SqlRuntimeStore(SqlHistoryQueries, SqlMembership):
     """``RuntimeStore`` (and ``HistoryReader``) over a SQL database. Open it with
-    :func:`open_store`."""
+    :func:`open_store`.
+
+    ``writer_id`` is recorded on every runtime row this store writes (see
+    :attr:`persistence.ports.RuntimeStateStore.writer_id`).
+    """
 
     def __init__(
-        self, engine: AsyncEngine, url: URL, *, clock: Callable[[], datetime] = _utc_now
+        self,
+        engine: AsyncEngine,
+        url: URL,
+        *,
+        writer_id: str | None = None,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        self._engine = engine
-        self._url = url
-        self._sqlite = is_sqlite(url)
-        self._write_lock = asyncio.Lock() if self._sqlite else None
+        super().__init__(engine, url)
         self._clock = clock
-        self.writer_id: str | None = None
+        self._writer_id = writer_id
 
     @property
-    def url(self) -> str:
-        """The database URL with its password masked."""
-        return safe_url(self._url)
-
-    @property
-    def engine(self) -> AsyncEngine:
-        return self._engine
+    def writer_id(self) -> str | None:
+        return self._writer_id
 
     def __repr__(self) -> str:
         return f"SqlRuntimeStore({self.url})"
-
-    @contextlib.asynccontextmanager
-    async def _reading(self, *, consistent: bool = False) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.connect() as conn:
-                try:
-                    if consistent and not self._sqlite:
-                        await conn.execution_options(isolation_level="REPEATABLE READ")
-                    yield conn
-                except DATABASE_ERRORS as exc:
-                    await _discard_if_unusable(conn, exc)
-                    raise
-        except DATABASE_ERRORS as exc:
-            raise store_error(exc) from exc
-
-    @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction; the body commits it with :meth:`_commit`."""
-        async with contextlib.AsyncExitStack() as stack:
-            if self._write_lock is not None:
-                await stack.enter_async_context(self._write_lock)
-            try:
-                async with self._engine.connect() as conn:
-                    try:
-                        await conn.execution_options(**{WRITE_OPTION: True})
-                        await conn.begin()
-                        yield conn
-                    except DATABASE_ERRORS as exc:
-                        await _discard_if_unusable(conn, exc)
-                        raise
-            except DATABASE_ERRORS as exc:
-                raise store_error(exc) from exc
-
-    @staticmethod
-    async def _commit(conn: AsyncConnection) -> None:
-        try:
-            await conn.commit()
-        except DATABASE_ERRORS as exc:
-            await _discard_if_unusable(conn, exc)
-            raise store_error(exc, during_commit=True) from exc
 
     async def check_durability(self) -> None:
         """Refuse a PostgreSQL database where a COMMIT may return before it is durable."""
@@ -135,14 +101,8 @@ class SqlRuntimeStore(SqlHistoryQueries):
                 await conn.execute(select(runtimes).where(runtimes.c.runtime_id == runtime_id))
             ).first()
             records = await self._inputs(conn, runtime_id, live_only=True)
-            named = {
-                (r.last_run_id, r.boundary_sequence)
-                for r in records
-                if r.phase in _APPLIED_PHASES
-                and r.last_run_id is not None
-                and r.boundary_sequence is not None
-            }
-            present: set[tuple[UUID, int]] = set()
+            named = receipts_named_by(records)
+            stored: set[tuple[UUID, int]] = set()
             if named:
                 result = await conn.execute(
                     select(boundary_receipts.c.run_id, boundary_receipts.c.sequence).where(
@@ -150,9 +110,9 @@ class SqlRuntimeStore(SqlHistoryQueries):
                         boundary_receipts.c.run_id.in_(sorted({run_id for run_id, _ in named})),
                     )
                 )
-                present = {(row.run_id, row.sequence) for row in result} & named
-        row = None if found is None else _runtime_row(found._mapping)
-        return StoredRuntime(row=row, inputs=tuple(records), receipts=frozenset(present))
+                stored = {(row.run_id, row.sequence) for row in result}
+        row = None if found is None else runtime_from_row(found._mapping)
+        return StoredRuntime.of(row, records, stored)
 
     @staticmethod
     async def _inputs(
@@ -162,7 +122,7 @@ class SqlRuntimeStore(SqlHistoryQueries):
         if live_only:
             query = query.where(inputs.c.phase.in_(_LIVE_PHASES))
         result = await conn.execute(query.order_by(inputs.c.admission_seq, inputs.c.input_id))
-        return [codec.decode_input(state) for state in result.scalars()]
+        return [input_from_state(state) for state in result.scalars()]
 
     async def find_input(
         self, runtime_id: str, input_id: UUID, idempotency_key: str | None
@@ -189,7 +149,7 @@ class SqlRuntimeStore(SqlHistoryQueries):
                     )
                 )
             ).scalar_one_or_none()
-        return None if outcome is None else codec.decode_command(outcome)
+        return None if outcome is None else command_from_outcome(outcome)
 
     async def commit(self, decisions: Sequence[Decision]) -> None:
         if not decisions:
@@ -197,7 +157,7 @@ class SqlRuntimeStore(SqlHistoryQueries):
         now = self._clock()
         plan = plan_writes(decisions)
         async with self._writing() as conn:
-            await apply_plan(conn, plan, now, self.writer_id)
+            await apply_plan(conn, plan, now, self._writer_id)
             await self._commit(conn)
 
     async def runtimes_with_pending_work(
@@ -231,16 +191,7 @@ class SqlRuntimeStore(SqlHistoryQueries):
                     select(session_snapshots).where(session_snapshots.c.runtime_id == runtime_id)
                 )
             ).first()
-        if found is None:
-            return None
-        return SessionSnapshot(
-            runtime_id=found.runtime_id,
-            run_id=found.run_id,
-            body=dict(found.body),
-            digest=found.digest,
-            message_count=found.message_count,
-            committed_at=found.committed_at,
-        )
+        return None if found is None else snapshot_from_row(found._mapping)
 
     async def get_input(self, runtime_id: str, input_id: UUID) -> InputRecord | None:
         async with self._reading() as conn:
@@ -251,7 +202,7 @@ class SqlRuntimeStore(SqlHistoryQueries):
                     )
                 )
             ).scalar_one_or_none()
-        return None if state is None else codec.decode_input(state)
+        return None if state is None else input_from_state(state)
 
     async def list_inputs(self, runtime_id: str) -> list[InputRecord]:
         async with self._reading() as conn:
@@ -269,7 +220,7 @@ class SqlRuntimeStore(SqlHistoryQueries):
                 .limit(limit)
             )
             rows = list(result)
-        return [receipt_of(row) for row in rows]
+        return [receipt_from_row(row._mapping) for row in rows]
 
     async def list_events(self, runtime_id: str, limit: int = 20) -> list[EventEnvelope]:
         async with self._reading() as conn:
@@ -279,7 +230,7 @@ class SqlRuntimeStore(SqlHistoryQueries):
                 .order_by(event_outbox.c.position.desc())
                 .limit(limit)
             )
-            return [codec.decode_event(body) for body in result.scalars()]
+            return [event_from_body(body) for body in result.scalars()]
 
     async def fetch_unsent_events(self, limit: int) -> list[OutboxEvent]:
         async with self._reading() as conn:
@@ -289,7 +240,7 @@ class SqlRuntimeStore(SqlHistoryQueries):
                 .order_by(event_outbox.c.position)
                 .limit(limit)
             )
-            return [OutboxEvent(row.position, codec.decode_event(row.body)) for row in result]
+            return [OutboxEvent(row.position, event_from_body(row.body)) for row in result]
 
     async def mark_events_sent(self, positions: Sequence[int]) -> None:
         if not positions:
@@ -319,79 +270,25 @@ class SqlRuntimeStore(SqlHistoryQueries):
     async def close(self) -> None:
         await self._engine.dispose()
 
-    async def heartbeat(
-        self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = ""
-    ) -> list[str]:
-        cutoff = now - ttl
-        of_group = workers.c.group_name == group
-        # SKIP LOCKED: two workers forgetting the same dead ones never wait on each other
-        # (nor deadlock); what one skips, the other deletes. SQLite has one writer anyway.
-        stale = select(workers.c.worker_id).where(of_group, workers.c.last_seen < cutoff)
-        upsert = (sqlite_insert if self._sqlite else postgresql_insert)(workers).values(
-            worker_id=worker_id, group_name=group, last_seen=now
-        )
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[workers.c.worker_id],
-            set_={"group_name": upsert.excluded.group_name,
-                  "last_seen": upsert.excluded.last_seen},
-        )
-        async with self._writing() as conn:
-            await conn.execute(
-                delete(workers).where(
-                    workers.c.worker_id.in_(stale.with_for_update(skip_locked=True))
-                )
-            )
-            await conn.execute(upsert)
-            result = await conn.execute(
-                select(workers.c.worker_id).where(of_group, workers.c.last_seen >= cutoff)
-            )
-            live = sorted(result.scalars())
-            await self._commit(conn)
-        return live
 
-    async def leave(self, worker_id: str) -> None:
-        async with self._writing() as conn:
-            await conn.execute(delete(workers).where(workers.c.worker_id == worker_id))
-            await self._commit(conn)
-
-
-def _runtime_row(row: RowMapping) -> RuntimeRow:
-    pre_run = row["pre_run_phase"]
-    return RuntimeRow(
-        runtime_id=row["runtime_id"],
-        phase=RuntimePhase(row["phase"]),
-        pre_run_phase=None if pre_run is None else RuntimePhase(pre_run),
-        current_run_id=row["current_run_id"],
-        next_admission_seq=row["next_admission_seq"],
-        version=row["version"],
-        updated_at=row["updated_at"],
-    )
-
-
-async def open_store(url: str, *, create_schema: bool = False) -> SqlRuntimeStore:
-    """Open a store on ``url`` (``postgresql+asyncpg://`` or ``sqlite+aiosqlite://``).
+async def open_store(
+    url: str, *, writer_id: str | None = None, create_schema: bool = False
+) -> SqlRuntimeStore:
+    """Open a store on ``url`` (``postgresql+asyncpg://`` or ``sqlite+aiosqlite://``) that
+    records ``writer_id`` on the runtime rows it writes.
 
     Checks that the database answers and, on PostgreSQL, that commits are durable (raises
     :class:`UnsafeDatabase` otherwise). ``create_schema`` runs the migrations first.
     """
     parsed = database_url(url)
     engine = make_engine(parsed)
-    store = SqlRuntimeStore(engine, parsed)
+    store = SqlRuntimeStore(engine, parsed, writer_id=writer_id)
     try:
         await store.ping()
         await store.check_durability()
         if create_schema:
-            # Imported here: the migrations import this package (engine set-up, tables).
-            from persistence.migrate import upgrade_engine
-
             await upgrade_engine(engine)
     except BaseException:
         await engine.dispose()
         raise
     return store
-
-
-async def _discard_if_unusable(conn: AsyncConnection, exc: BaseException) -> None:
-    if leaves_connection_unusable(exc) and not conn.invalidated:
-        with contextlib.suppress(Exception):
-            await conn.invalidate()

@@ -146,10 +146,6 @@ class FaultyStore:
     def writer_id(self) -> str | None:
         return self.inner.writer_id
 
-    @writer_id.setter
-    def writer_id(self, value: str | None) -> None:
-        self.inner.writer_id = value
-
     async def runtimes_with_pending_work(
         self, limit: int = 10_000, *, exclude_writers: Collection[str] = ()
     ) -> list[str]:

@@ -31,6 +31,7 @@ from tests.contract.runtime_builders import (
     step,
     unsent_ids,
 )
+from tests.fixtures.postgres import OpenAs
 from worker.core.model import (
     Decision,
     DeleteInput,
@@ -314,12 +315,11 @@ async def test_runtimes_with_pending_work_are_found(runtime_store: RuntimeStore)
 
 
 
-async def test_pending_work_of_live_writers_is_left_to_them(runtime_store: RuntimeStore) -> None:
-    runtime_store.writer_id = "worker-a"
-    mine = await created(runtime_store, record(1))
-    runtime_store.writer_id = "worker-b"
-    theirs = await created(runtime_store, record(1))
-    runtime_store.writer_id = None
+async def test_pending_work_of_live_writers_is_left_to_them(
+    runtime_store: RuntimeStore, runtime_store_as: OpenAs
+) -> None:
+    mine = await created(await runtime_store_as("worker-a"), record(1))
+    theirs = await created(await runtime_store_as("worker-b"), record(1))
     nobodys = await created(runtime_store, record(1))
 
     left = set(await runtime_store.runtimes_with_pending_work(exclude_writers=["worker-b"]))

@@ -24,8 +24,8 @@ from persistence.errors import CommitOutcomeUnknown, StoreUnavailable, UnsafeDat
 from persistence.factory import open_runtime_store
 from persistence.memory import MemoryRuntimeStore
 from persistence.migrate import alembic_config, upgrade, upgrade_async
-from persistence.sql import SqlRuntimeStore, open_store
 from persistence.sql.engine import database_url, make_engine
+from persistence.sql.store import SqlRuntimeStore, open_store
 from persistence.sql.tables import CHECKED_ENUMS, enum_values, inputs, metadata, runtimes
 from tests.contract.runtime_builders import created, row, step
 

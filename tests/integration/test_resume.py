@@ -19,9 +19,8 @@ pytestmark = pytest.mark.integration
 
 async def _leave_queued_work(postgres_url: str, writer: str) -> str:
     """A runtime with one queued input, last written by ``writer``, in no worker's memory."""
-    store = await open_runtime_store(postgres_url)
+    store = await open_runtime_store(postgres_url, writer_id=writer)
     try:
-        store.writer_id = writer
         runtime_id = new_runtime_id()
         envelope = build_prompt(runtime_id, "left behind", [])
         async with RuntimeDriver(store, MemoryBlobStore()).transaction() as transaction:

@@ -28,7 +28,7 @@ import asyncio
 from collections.abc import Callable
 from uuid import UUID
 
-from persistence.ports import BlobStore, RuntimeStore
+from persistence.ports import BlobStore, RuntimeStateStore
 from schemas import DEFAULT_LIMITS, Limits
 from worker.core import (
     Context,
@@ -52,7 +52,7 @@ class RuntimeDriver:
 
     def __init__(
         self,
-        store: RuntimeStore,
+        store: RuntimeStateStore,
         blobs: BlobStore,
         *,
         limits: Limits = DEFAULT_LIMITS,

@@ -28,7 +28,7 @@ from enum import Enum
 from uuid import UUID
 
 from persistence.errors import CommitOutcomeUnknown, VersionConflict
-from persistence.ports import BlobStore, RuntimeStore
+from persistence.ports import BlobStore, RuntimeStateStore
 from schemas import (
     Accepted,
     AnyCommand,
@@ -76,7 +76,7 @@ class Setup:
     """What every transaction of one driver shares."""
 
     cache: RuntimeCache
-    store: RuntimeStore
+    store: RuntimeStateStore
     blobs: BlobStore
     load: Callable[[str], Awaitable[Runtime]]
     context: Callable[[], Context]

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from persistence.ports import BlobStore, RuntimeStore
+from persistence.ports import BlobStore, RuntimeStateStore
 from schemas import (
     AnyInput,
     BlobImageBlock,
@@ -56,7 +56,7 @@ async def restore_images(blobs: BlobStore, item: AnyInput) -> AnyInput:
 class Restorer:
     """Builds the :class:`RunRequest` of a staged run."""
 
-    def __init__(self, blobs: BlobStore, snapshots: RuntimeStore) -> None:
+    def __init__(self, blobs: BlobStore, snapshots: RuntimeStateStore) -> None:
         self._blobs = blobs
         self._snapshots = snapshots
 
