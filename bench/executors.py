@@ -1,0 +1,31 @@
+"""A slow run executor for the ``slow`` benchmark scenario.
+
+``MEERKAT_EXECUTOR=bench.executors:sleep_one_second``.
+
+It waits :data:`LATENCY_SECONDS`, then answers as the echo executor does in shape: the previous
+transcript followed by one entry per input, ``message_count`` its length, the input ids as
+output. Only the public executor API (``RunRequest``, ``RunResult``) is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from worker.executors import RunRequest, RunResult
+
+LATENCY_SECONDS = 1.0
+
+
+async def sleep_one_second(run: RunRequest) -> RunResult:
+    await asyncio.sleep(LATENCY_SECONDS)
+    previous = [] if run.session is None else list(run.session.get("transcript", []))
+    entries: list[dict[str, Any]] = [
+        {"input_id": str(item.header.id), "input_type": item.input_type} for item in run.inputs
+    ]
+    transcript = previous + entries
+    return RunResult(
+        session={"transcript": transcript},
+        message_count=len(transcript),
+        output={"inputs": [entry["input_id"] for entry in entries]},
+    )

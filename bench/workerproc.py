@@ -1,0 +1,162 @@
+"""The worker as a subprocess: its environment, ``migrate``, ``topology declare``, ``run``.
+
+The environment is the caller's without any ``MEERKAT_*`` variable, plus the scenario's settings.
+The working directory is the scenario's temporary directory, so no ``.env`` file of the checkout
+applies; ``PYTHONPATH`` gets the repository root so that ``MEERKAT_EXECUTOR`` can name
+``bench.executors``. Output (stdout and stderr) goes to ``worker.log`` in that directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.errors import BenchFailure
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STOP_SECONDS = 60.0
+"""How long a stopped worker may take to exit (its drain grace is 30 s by default)."""
+COMMAND_SECONDS = 120.0
+
+
+def worker_program() -> list[str]:
+    """``meerkat-worker`` next to this interpreter (the project's venv), else ``-m worker``."""
+    script = Path(sys.executable).parent / "meerkat-worker"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "worker"]
+
+
+def worker_environment(settings: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEERKAT_")}
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
+    env.update(settings)
+    return env
+
+
+async def run_command(args: list[str], settings: Mapping[str, str], cwd: Path) -> None:
+    """Run ``meerkat-worker ARGS`` to completion; fails with its output unless it exits 0."""
+    process = await asyncio.create_subprocess_exec(
+        *worker_program(), *args, cwd=cwd, env=worker_environment(settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), COMMAND_SECONDS)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise BenchFailure(
+            f"timed out waiting for meerkat-worker {' '.join(args)} ({COMMAND_SECONDS:g}s)"
+        ) from None
+    if process.returncode != 0:
+        text = output.decode(errors="replace").strip()
+        raise BenchFailure(
+            f"meerkat-worker {' '.join(args)} exited {process.returncode}: {text[-2000:]}"
+        )
+
+
+@dataclass
+class LogSummary:
+    """What the worker logged at warning level or above."""
+
+    errors: int = 0
+    warnings: int = 0
+    other_lines: int = 0
+    """Lines that are not JSON log records (tracebacks, prints)."""
+    samples: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        text = f"{self.errors} error(s), {self.warnings} warning(s)"
+        if self.other_lines:
+            text += f", {self.other_lines} non-JSON line(s)"
+        return text
+
+
+def summarise_log(path: Path, keep: int = 5) -> LogSummary:
+    summary = LogSummary()
+    if not path.exists():
+        return summary
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            level = str(record.get("level", "")).lower() if isinstance(record, dict) else ""
+        except ValueError:
+            summary.other_lines += 1
+            if len(summary.samples) < keep:
+                summary.samples.append(line[:300])
+            continue
+        if level in ("error", "critical", "exception", "fatal"):
+            summary.errors += 1
+        elif level in ("warning", "warn"):
+            summary.warnings += 1
+        else:
+            continue
+        if len(summary.samples) < keep:
+            summary.samples.append(line[:300])
+    return summary
+
+
+class WorkerProcess:
+    """One ``meerkat-worker run``; ``stop`` sends SIGTERM and waits for the exit code."""
+
+    def __init__(self, settings: Mapping[str, str], cwd: Path) -> None:
+        self._settings = dict(settings)
+        self._cwd = cwd
+        self.log_path = cwd / "worker.log"
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                *worker_program(), "run", cwd=self._cwd,
+                env=worker_environment(self._settings),
+                stdout=log, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def check_alive(self) -> None:
+        """Raises when the worker has exited on its own."""
+        if self._process is not None and self._process.returncode is not None:
+            raise BenchFailure(
+                f"the worker exited with code {self._process.returncode} while it was awaited; "
+                f"last log lines: {self.log_tail()}"
+            )
+
+    def log_tail(self, lines: int = 5) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        text = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return " | ".join(text[-lines:])
+
+    async def stop(self) -> int:
+        """SIGTERM, then the exit code; a worker still running after :data:`STOP_SECONDS` is
+        killed and that is a failure."""
+        process = self._process
+        if process is None:
+            raise BenchFailure("the worker was never started")
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(process.wait(), STOP_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise BenchFailure(
+                f"timed out waiting for the worker to exit after SIGTERM ({STOP_SECONDS:g}s)"
+            ) from None
+
+    async def kill(self) -> None:
+        """Make sure the process is gone (after a failure)."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
