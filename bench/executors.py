@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from worker.executors import RunRequest, RunResult
+from worker.runs.executors import RunRequest, RunResult
 
 LATENCY_SECONDS = 1.0
 

@@ -37,10 +37,11 @@ from bench.services import (
 from bench.workerproc import WorkerProcess, run_command, summarise_log
 from bench.workload import Message, prompts, publish_all
 from schemas import InputPhase
+from worker.config import Settings
 
 SHARDS = 16
-DEFAULT_MAX_CONCURRENT_RUNS = 8
-"""``MEERKAT_MAX_CONCURRENT_RUNS`` when it is not set (README)."""
+DEFAULT_MAX_CONCURRENT_RUNS: int = Settings.model_fields["max_concurrent_runs"].default
+"""``MEERKAT_MAX_CONCURRENT_RUNS`` when it is not set (the worker's own default)."""
 SLOW_EXECUTOR = "bench.executors:sleep_one_second"
 CONSUMED = InputPhase.CONSUMED.value
 
