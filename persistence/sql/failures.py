@@ -78,7 +78,9 @@ def leaves_connection_unusable(exc: BaseException) -> bool:
     return isinstance(orig, asyncpg.InternalClientError)
 
 
-def is_transient(exc: BaseException) -> bool:
+def is_transient_condition(exc: BaseException) -> bool:
+    """A database failure worth retrying: the typed error gets ``transient`` from this; whether
+    to retry is decided by the worker's policy on that flag."""
     if is_connection_failure(exc):
         return True
     code = _sqlstate(exc)
@@ -98,7 +100,7 @@ def store_error(exc: BaseException, *, during_commit: bool = False) -> StoreErro
     """The typed error for a database failure (integrity errors are mapped by the caller)."""
     if during_commit and is_connection_failure(exc):
         return CommitOutcomeUnknown(f"connection lost during COMMIT: {describe(exc)}")
-    if is_transient(exc):
+    if is_transient_condition(exc):
         return StoreUnavailable(f"database unavailable: {describe(exc)}")
     return StoreError(f"database error: {describe(exc)}")
 

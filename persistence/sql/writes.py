@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Table, and_, delete, insert, update
+from sqlalchemy import Table, and_, bindparam, delete, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Update
 
 from persistence.errors import DuplicateRow, ReceiptConflict, StoreError, VersionConflict
 from persistence.plan import InputWrite, WritePlan
+from persistence.sql.batched import EXPECTED, update_many
 from persistence.sql.failures import describe, is_foreign_key, violated_constraint
 from persistence.sql.rows import (
     command_to_row,
@@ -48,24 +50,30 @@ async def apply_plan(
 ) -> None:
     """Write a folded commit: a statement per runtime row, multi-row inserts for the rest."""
     try:
-        for row, expected in plan.runtimes.values():
-            await _put_runtime(conn, row, expected, writer)
+        if conn.dialect.name == "postgresql":
+            await _put_runtimes_at_once(conn, list(plan.runtimes.values()), writer)
+        else:
+            for row, expected in plan.runtimes.values():
+                await _put_runtime(conn, row, expected, writer)
         for runtime_id, input_id in plan.deletes:
             await conn.execute(
                 delete(inputs).where(
                     and_(inputs.c.runtime_id == runtime_id, inputs.c.input_id == input_id)
                 )
             )
-        for write in plan.updates:
-            await _update_input(conn, write.runtime_id, write.record)
+        if conn.dialect.name == "postgresql" and plan.updates:
+            await _update_inputs_at_once(conn, plan.updates)
+        else:
+            for write in plan.updates:
+                await _update_input(conn, write.runtime_id, write.record)
         if plan.inserts:
             await _insert_inputs(conn, plan.inserts)
         if plan.receipts:
             await conn.execute(
                 insert(boundary_receipts), [receipt_to_row(r) for r in plan.receipts]
             )
-        for snapshot in plan.snapshots.values():
-            await _upsert_snapshot(conn, snapshot)
+        if plan.snapshots:
+            await _upsert_snapshots(conn, list(plan.snapshots.values()))
         if plan.commands:
             await conn.execute(
                 insert(processed_commands),
@@ -94,44 +102,83 @@ async def _insert_inputs(conn: AsyncConnection, writes: list[InputWrite]) -> Non
             raise DuplicateRow("input id", detail)
 
 
+def _update_statement(table: Table, keys: tuple[str, ...], fenced: tuple[str, ...]) -> Update:
+    """``UPDATE table SET <every other column> WHERE <keys and fenced> = :k_<name>``, built once:
+    a statement object reused with new parameters skips building and keying it anew."""
+    where = and_(*(table.c[name] == bindparam(f"k_{name}") for name in (*keys, *fenced)))
+    columns = [c.name for c in table.columns if c.name not in keys]
+    return update(table).where(where).values({name: bindparam(name) for name in columns})
+
+
+_RUNTIME_UPDATE = _update_statement(runtimes, ("runtime_id",), ("version",))
+_INPUT_UPDATE = _update_statement(inputs, ("runtime_id", "input_id"), ())
+_RUNTIME_INSERT = insert(runtimes)
+
+
 async def _put_runtime(
     conn: AsyncConnection, row: RuntimeRow, expected: int, writer: str | None
 ) -> None:
     values = runtime_to_row(row, writer=writer)
     if expected == 0:
         try:
-            await conn.execute(insert(runtimes).values(values))
+            await conn.execute(_RUNTIME_INSERT, values)
         except IntegrityError as exc:  # another writer created it first
             raise VersionConflict(row.runtime_id, expected) from exc
         return
-    del values["runtime_id"]
-    result = await conn.execute(
-        update(runtimes)
-        .where(and_(runtimes.c.runtime_id == row.runtime_id, runtimes.c.version == expected))
-        .values(values)
-    )
+    values["k_runtime_id"] = values.pop("runtime_id")
+    values["k_version"] = expected
+    result = await conn.execute(_RUNTIME_UPDATE, values)
     if result.rowcount == 0:
         raise VersionConflict(row.runtime_id, expected)
 
 
 async def _update_input(conn: AsyncConnection, runtime_id: str, record: InputRecord) -> None:
     values = input_to_row(runtime_id, record)
-    for key in ("runtime_id", "input_id"):
-        del values[key]
-    result = await conn.execute(
-        update(inputs)
-        .where(and_(inputs.c.runtime_id == runtime_id, inputs.c.input_id == record.input_id))
-        .values(values)
-    )
+    values["k_runtime_id"] = values.pop("runtime_id")
+    values["k_input_id"] = values.pop("input_id")
+    result = await conn.execute(_INPUT_UPDATE, values)
     if result.rowcount == 0:
         raise StoreError(f"runtime {runtime_id!r}: input {record.input_id} is not stored")
 
 
-async def _upsert_snapshot(conn: AsyncConnection, snapshot: SessionSnapshot) -> None:
-    values = snapshot_to_row(snapshot)
-    statement = _dialect_insert(conn, session_snapshots).values(values)
-    changed = {k: v for k, v in values.items() if k != "runtime_id"}
-    await conn.execute(statement.on_conflict_do_update(index_elements=["runtime_id"], set_=changed))
+async def _upsert_snapshots(conn: AsyncConnection, snapshots: list[SessionSnapshot]) -> None:
+    statement = _dialect_insert(conn, session_snapshots)
+    changed = {c.name: statement.excluded[c.name] for c in session_snapshots.columns
+                if c.name != "runtime_id"}
+    await conn.execute(
+        statement.on_conflict_do_update(index_elements=["runtime_id"], set_=changed),
+        [snapshot_to_row(s) for s in snapshots],
+    )
+
+
+async def _put_runtimes_at_once(
+    conn: AsyncConnection, rows: list[tuple[RuntimeRow, int]], writer: str | None
+) -> None:
+    """PostgreSQL: new runtimes in one INSERT, the others in one compare-and-set UPDATE."""
+    created = [runtime_to_row(row, writer=writer) for row, expected in rows if expected == 0]
+    if created:
+        try:
+            await conn.execute(_RUNTIME_INSERT, created)
+        except IntegrityError as exc:  # another writer created one of them first
+            raise VersionConflict(created[0]["runtime_id"], 0) from exc
+    moved = [(row, expected) for row, expected in rows if expected != 0]
+    if not moved:
+        return
+    given = [{**runtime_to_row(row, writer=writer), EXPECTED: expected} for row, expected in moved]
+    matched = await update_many(conn, runtimes, ("runtime_id",), given, fence_version=True)
+    for row, expected in moved:
+        if (row.runtime_id,) not in matched:
+            raise VersionConflict(row.runtime_id, expected)
+
+
+async def _update_inputs_at_once(conn: AsyncConnection, writes: list[InputWrite]) -> None:
+    rows = [input_to_row(w.runtime_id, w.record) for w in writes]
+    matched = await update_many(conn, inputs, ("runtime_id", "input_id"), rows)
+    for write in writes:
+        if (write.runtime_id, write.record.input_id) not in matched:
+            raise StoreError(
+                f"runtime {write.runtime_id!r}: input {write.record.input_id} is not stored"
+            )
 
 
 def _dialect_insert(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
