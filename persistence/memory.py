@@ -107,7 +107,7 @@ class MemoryRuntimeStore:
     async def load_runtime(self, runtime_id: str) -> StoredRuntime:
         stored = self._stored(runtime_id)
         live = [r for r in _in_admission_order(stored.inputs.values()) if not r.is_terminal]
-        return StoredRuntime.of(stored.row, live, stored.receipts)
+        return StoredRuntime.of(stored.row, live, stored.receipts, stored.writer)
 
     async def find_input(
         self, runtime_id: str, input_id: UUID, idempotency_key: str | None

@@ -48,6 +48,8 @@ class StoredRuntime:
     row: RuntimeRow | None
     inputs: tuple[InputRecord, ...]
     receipts: frozenset[tuple[UUID, int]]
+    last_writer: str | None = None
+    """The writer id recorded on the runtime row by the last commit that wrote it."""
 
     @classmethod
     def of(
@@ -55,12 +57,14 @@ class StoredRuntime:
         row: RuntimeRow | None,
         inputs: Iterable[InputRecord],
         stored_receipts: Container[tuple[UUID, int]],
+        last_writer: str | None = None,
     ) -> StoredRuntime:
         """The cold load of ``row`` and its non-terminal ``inputs`` (in admission order), given
         the (run id, sequence) keys of receipts that are stored (it may hold more)."""
         loaded = tuple(inputs)
         named = receipts_named_by(loaded)
-        return cls(row, loaded, frozenset(key for key in named if key in stored_receipts))
+        return cls(row, loaded, frozenset(key for key in named if key in stored_receipts),
+                   last_writer)
 
 
 @dataclass(frozen=True)

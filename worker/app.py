@@ -94,7 +94,7 @@ class Worker:
         self.driver = RuntimeDriver(self.store, self.blobs, limits=settings.limits.to_limits(),
                                     max_cached_runtimes=settings.max_cached_runtimes,
                                     destroy_unknown_runtimes=settings.destroy_unknown_runtimes,
-                                    faults=faults)
+                                    live_peers=self._live_peers, faults=faults)
         executor = self.executor or load_executor(settings.executor)
         self.broker = BrokerLink(settings.amqp_url.get_secret_value(), self.topology,
                                  faults=faults)
@@ -216,7 +216,7 @@ class Worker:
         re-run a batch its executor is still working on."""
         assert self.store is not None
         assert self.driver is not None
-        peers = set(self.membership.live) - {self.worker_id} if self.membership else set()
+        peers = self._live_peers()
         taken = 0
         for runtime_id in await self.store.runtimes_with_pending_work(exclude_writers=peers):
             if not self._needs_load(runtime_id):
@@ -228,11 +228,17 @@ class Worker:
                 log.warning("resume_failed", runtime_id=runtime_id, error=repr(exc))
         return taken
 
+    def _live_peers(self) -> set[str]:
+        if self.membership is None:
+            return set()
+        return set(self.membership.live) - {self.worker_id}
+
     def _needs_load(self, runtime_id: str) -> bool:
-        """Whether a runtime with pending work must be (re)loaded to be worked on here. A cached
-        copy that shows a run this process is not executing is stale (another worker wrote the
-        runtime meanwhile, as in a hand-over): it is dropped and read again. One that could run
-        but that no run task works on is woken."""
+        """Whether a runtime the store lists with pending work (written last by this worker or
+        by one no longer live) must be loaded to be worked on here. A cached copy that shows a
+        run this process is not executing is a peer's run as it was when loaded; the peer is no
+        longer live, so it is read again (recovery requeues the run). A cached runtime that
+        could run but that no run task works on is woken."""
         assert self.driver is not None
         assert self.run_loop is not None
         cached = self.driver.cached(runtime_id)
@@ -276,6 +282,9 @@ class Worker:
             return
         self._stopped = True
         grace = self.settings.shutdown_grace_seconds
+        log.info("worker_draining", grace_seconds=grace,
+                 pipeline=self.committer.describe() if self.committer else None,
+                 runs=self.run_loop.describe() if self.run_loop else None)
         if self.membership is not None:
             await self.membership.stop(grace)
         if self.consumers is not None:

@@ -112,7 +112,8 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership):
                 )
                 stored = {(row.run_id, row.sequence) for row in result}
         row = None if found is None else runtime_from_row(found._mapping)
-        return StoredRuntime.of(row, records, stored)
+        writer = None if found is None else found._mapping["last_writer"]
+        return StoredRuntime.of(row, records, stored, writer)
 
     @staticmethod
     async def _inputs(

@@ -20,6 +20,7 @@ from worker.pipeline.parsing import ParsedMessage, Unparseable
 from worker.pipeline.policy import (
     FREE_CONFLICT_RETRIES,
     HELD_RETRY,
+    RUN_STEP_CONFLICT_RETRIES,
     RUN_STEP_OUTAGES,
     Action,
     Backoff,
@@ -109,6 +110,15 @@ def test_a_version_conflict_is_retried_at_once_a_few_times() -> None:
         assert after(conflict, alone=False, conflicts=conflicts) == Settlement(Action.AGAIN)
     assert after(conflict, alone=False, conflicts=FREE_CONFLICT_RETRIES).action is (
         Action.RETRY_ALONE
+    )
+
+
+def test_a_run_transition_retries_version_conflicts_much_longer() -> None:
+    conflict = VersionConflict("rt:x", 3)
+    for conflicts in (FREE_CONFLICT_RETRIES, RUN_STEP_CONFLICT_RETRIES - 1):
+        assert after(conflict, conflicts=conflicts, run_transition=True) == Settlement(Action.AGAIN)
+    assert after(conflict, conflicts=RUN_STEP_CONFLICT_RETRIES, run_transition=True).action is (
+        Action.GIVE_UP
     )
 
 

@@ -25,7 +25,8 @@ A swapped-in state whose run-loop signal is set is announced to the listeners (t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Collection
 from uuid import UUID
 
 from persistence.ports import BlobStore, RuntimeStateStore
@@ -61,7 +62,10 @@ class RuntimeDriver:
         max_cached_runtimes: int = 10_000,
         faults: FaultPlan = NO_FAULTS,
         destroy_unknown_runtimes: bool = False,
+        live_peers: Callable[[], Collection[str]] = frozenset,
     ) -> None:
+        self._live_peers = live_peers
+        """The ids of the other live workers (membership)."""
         self._store = store
         self._blobs = blobs
         self._context = context
@@ -149,6 +153,18 @@ class RuntimeDriver:
 
     async def _cold_load(self, runtime_id: str) -> Runtime:
         stored = await self._store.load_runtime(runtime_id)
+        row = stored.row
+        if (row is not None and row.current_run_id is not None
+                and runtime_id not in self._cache.live_runs
+                and stored.last_writer is not None and stored.last_writer in self._live_peers()):
+            # A live peer staged the run and is executing it (a hand-over in progress): it is
+            # not a dead run. Keep it, write nothing; the peer ends it, and a later conflict
+            # reloads the runtime here.
+            kept = recover(runtime_id, row, stored.inputs, stored.receipts, self._context(),
+                           live_run=row.current_run_id)
+            runtime = dataclasses.replace(kept.runtime, version=row.version)
+            self._cache.remember(runtime)
+            return runtime
         decision = recover(runtime_id, stored.row, stored.inputs, stored.receipts,
                            self._context(), live_run=self._cache.live_runs.get(runtime_id))
         if decision.mutations:

@@ -205,6 +205,11 @@ class Committer:
         """Until at least ``count`` deliveries have been settled for good (tests use it)."""
         await self._settler.wait_settled(count)
 
+    def describe(self) -> dict[str, object]:
+        """What is under way, for the log of a stop."""
+        return {"waiting": len(self._inbox), "windows": len(self._windows),
+                "deciding": self._deciding is not None, "settling": self._settler.settling}
+
     @property
     def idle(self) -> bool:
         return (not self._windows and self._deciding is None and len(self._inbox) == 0

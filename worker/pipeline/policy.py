@@ -15,6 +15,7 @@ Failures (the decide-and-commit of a window raised):
 | an outage (:func:`is_outage`)             | any      | any (not counted)     | wait, then again |
 | an outage, for a run transition           | any      | ``RUN_STEP_OUTAGES``  | give up          |
 | a version conflict                        | any      | < 3 conflicts         | again at once    |
+| a version conflict, for a run transition  | any      | < 20 conflicts        | again at once    |
 | anything else, or conflicts keep coming   | shared   | any                   | retry alone      |
 | anything else, alone                      | alone    | < ``delivery_limit``-1| requeue after a  |
 |                                           |          |                       | delay (held)     |
@@ -86,6 +87,9 @@ RUN_STEP_OUTAGES = 5
 run's inputs), so that a run's end is not held for as long as the database is away."""
 FREE_CONFLICT_RETRIES = 3
 """Version conflicts retried at once on a fresh load before one counts as a failure."""
+RUN_STEP_CONFLICT_RETRIES = 20
+"""The same for a run's stage or end: giving one up re-runs the run's inputs and spends one of
+their attempts, so a conflict with a worker taking the runtime over is retried much longer."""
 
 
 # -- settlements -----------------------------------------------------------------------------
@@ -146,7 +150,8 @@ def settlement_after_failure(
         if run_transition and attempts >= RUN_STEP_OUTAGES:
             return Settlement(Action.GIVE_UP, reason=f"{type(exc).__name__}: {exc}")
         return Settlement(Action.WAIT)
-    if isinstance(exc, VersionConflict) and conflicts < FREE_CONFLICT_RETRIES:
+    free = RUN_STEP_CONFLICT_RETRIES if run_transition else FREE_CONFLICT_RETRIES
+    if isinstance(exc, VersionConflict) and conflicts < free:
         return Settlement(Action.AGAIN)
     if not alone:
         return Settlement(Action.RETRY_ALONE)

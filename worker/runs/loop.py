@@ -205,6 +205,11 @@ class RunLoop:
         if stuck:
             raise ReadinessError(f"{len(stuck)} run turn(s) stuck for over {limit:.0f}s")
 
+    def describe(self) -> dict[str, object]:
+        """What is under way, for the log of a stop."""
+        return {"runtimes": len(self._tasks), "executing": len(self._running),
+                "in_turn": len(self._turns), "some": sorted(self._tasks)[:5]}
+
     def working(self, runtime_id: str) -> bool:
         """Whether a task of this loop is working on the runtime."""
         return runtime_id in self._tasks
