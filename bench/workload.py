@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import struct
-import time
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -34,6 +32,7 @@ from schemas import (
     PromptInput,
     TextBlock,
 )
+from worker.ids import uuid7
 
 INPUT_MESSAGE_TYPE = "meerkat.input.v1"
 TARGET_BYTES = 500
@@ -53,18 +52,6 @@ class Message:
     input_id: uuid.UUID
     body: bytes
     has_image: bool
-
-
-def uuid7() -> uuid.UUID:
-    """A time-ordered UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then random."""
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (millis & (2**48 - 1)) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & (2**62 - 1)
-    return uuid.UUID(int=value)
 
 
 def png(seed: int, side: int = 12) -> bytes:
