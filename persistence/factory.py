@@ -10,10 +10,11 @@ MEMORY_URL = "memory://"
 
 
 async def open_runtime_store(
-    url: str, *, writer_id: str | None = None, create_schema: bool = False
+    url: str, *, writer_id: str | None = None, writer_group: str | None = None,
+    create_schema: bool = False,
 ) -> RuntimeStore:
-    """The store for ``url``, recording ``writer_id`` (the worker's id) on every runtime row it
-    writes.
+    """The store for ``url``, recording ``writer_id`` (the worker's id) and ``writer_group``
+    (its deployment, the topology prefix) on every runtime row it writes.
 
     ``memory://`` is a fresh in-process store (nothing survives the process);
     ``sqlite+aiosqlite:///path`` and ``postgresql+asyncpg://...`` (also ``postgresql://`` and
@@ -22,5 +23,6 @@ async def open_runtime_store(
     UnsafeDatabase when its commits are not durable. Messages never show the password.
     """
     if url.startswith(MEMORY_URL):
-        return MemoryRuntimeStore(writer_id=writer_id)
-    return await open_store(url, writer_id=writer_id, create_schema=create_schema)
+        return MemoryRuntimeStore(writer_id=writer_id, writer_group=writer_group)
+    return await open_store(url, writer_id=writer_id, writer_group=writer_group,
+                            create_schema=create_schema)

@@ -22,7 +22,7 @@ from uuid import UUID
 
 from persistence.codec import blob_ids_of, to_utc
 from persistence.errors import DuplicateRow, ReceiptConflict, StoreError, VersionConflict
-from persistence.ports import OutboxEntry, OutboxEvent, StoredRuntime
+from persistence.ports import ANONYMOUS, OutboxEntry, OutboxEvent, StoredRuntime, Writer
 from schemas import CommandCompleted, EventEnvelope, RuntimePhase
 from worker.core.model import (
     BoundaryReceipt,
@@ -49,7 +49,7 @@ class _Stored:
     receipts: dict[tuple[UUID, int], BoundaryReceipt] = field(default_factory=dict)
     snapshot: SessionSnapshot | None = None
     commands: dict[UUID, CommandCompleted] = field(default_factory=dict)
-    writer: str | None = None
+    writer: Writer = ANONYMOUS
 
 
 @dataclass
@@ -86,10 +86,12 @@ class MemoryRuntimeStore:
         database: MemoryDatabase | None = None,
         *,
         writer_id: str | None = None,
+        writer_group: str | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._db = MemoryDatabase() if database is None else database
         self._writer_id = writer_id
+        self._writer = Writer(writer_id, writer_group)
         self._clock = clock
 
     @property
@@ -107,7 +109,7 @@ class MemoryRuntimeStore:
     async def load_runtime(self, runtime_id: str) -> StoredRuntime:
         stored = self._stored(runtime_id)
         live = [r for r in _in_admission_order(stored.inputs.values()) if not r.is_terminal]
-        return StoredRuntime.of(stored.row, live, stored.receipts, stored.writer)
+        return StoredRuntime.of(stored.row, live, stored.receipts, stored.writer.id)
 
     async def find_input(
         self, runtime_id: str, input_id: UUID, idempotency_key: str | None
@@ -154,7 +156,7 @@ class MemoryRuntimeStore:
         if isinstance(mutation, PutRuntime):
             target = self._staged(staged, mutation.row.runtime_id)
             _put_runtime(target, mutation)
-            target.writer = self._writer_id
+            target.writer = self._writer
             return
         owner = (
             mutation.receipt.runtime_id
@@ -189,13 +191,15 @@ class MemoryRuntimeStore:
                 target.commands[command_id] = outcome
 
     async def runtimes_with_pending_work(
-        self, limit: int = 10_000, *, exclude_writers: Collection[str] = ()
+        self, limit: int = 10_000, *, group: str | None = None,
+        exclude_writers: Collection[str] = (),
     ) -> list[str]:
         pending = [
             runtime_id
             for runtime_id, stored in self._db.runtimes.items()
             if stored.row is not None
-            and stored.writer not in exclude_writers
+            and stored.writer.id not in exclude_writers
+            and (group is None or stored.writer.group in (None, group))
             and (
                 stored.row.phase is RuntimePhase.RUNNING
                 or any(not r.is_terminal for r in stored.inputs.values())

@@ -21,6 +21,21 @@ from uuid import UUID
 from schemas import CommandCompleted, EventEnvelope, InputPhase
 from worker.core.model import BoundaryReceipt, Decision, InputRecord, RuntimeRow, SessionSnapshot
 
+
+@dataclass(frozen=True)
+class Writer:
+    """Who a store writes as, recorded on every runtime row it writes: the worker's ``id``
+    and its deployment's ``group`` (the topology prefix). Work left behind is resumed only by
+    live workers of the same group, so deployments sharing one database never take each
+    other's runtimes."""
+
+    id: str | None = None
+    group: str | None = None
+
+
+ANONYMOUS = Writer()
+"""A store opened by a tool (``inspect``, ``migrate``, tests): no worker, no group."""
+
 APPLIED_PHASES = frozenset({InputPhase.APPLIED, InputPhase.APPLIED_PENDING_CONSUMPTION})
 
 
@@ -116,10 +131,13 @@ class RuntimeStateStore(Protocol):
         ...
 
     async def runtimes_with_pending_work(
-        self, limit: int = 10_000, *, exclude_writers: Collection[str] = ()
+        self, limit: int = 10_000, *, group: str | None = None,
+        exclude_writers: Collection[str] = (),
     ) -> list[str]:
         """Runtimes with a queued, staged or applied input, or a run in progress (stored as
-        ``running``), whose row was last written by none of ``exclude_writers``."""
+        ``running``), whose row was last written by none of ``exclude_writers`` and, when
+        ``group`` is given, by a writer of that group or of none (rows written before groups
+        were recorded, or by a tool)."""
         ...
 
     async def load_snapshot(self, runtime_id: str) -> SessionSnapshot | None: ...

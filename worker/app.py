@@ -143,7 +143,8 @@ class Worker:
         if database_url.startswith("sqlite"):
             await upgrade_async(database_url)  # the embedded default needs no separate step
         self.worker_id = self.worker_id or new_worker_id()
-        self.store = await open_runtime_store(database_url, writer_id=self.worker_id)
+        self.store = await open_runtime_store(database_url, writer_id=self.worker_id,
+                                              writer_group=self.topology.prefix)
         self.blobs = open_blob_store(settings.blob_url.get_secret_value(),
                                      max_blob_bytes=settings.limits.max_image_bytes)
         await self.blobs.ping()
@@ -218,7 +219,9 @@ class Worker:
         assert self.driver is not None
         peers = self._live_peers()
         taken = 0
-        for runtime_id in await self.store.runtimes_with_pending_work(exclude_writers=peers):
+        left = await self.store.runtimes_with_pending_work(group=self.topology.prefix,
+                                                           exclude_writers=peers)
+        for runtime_id in left:
             if not self._needs_load(runtime_id):
                 continue
             try:

@@ -30,8 +30,9 @@ Values = dict[str, Any]
 """A row's column values, to insert or update."""
 
 
-def runtime_to_row(row: RuntimeRow, *, writer: str | None) -> Values:
-    """A ``runtimes`` row; ``writer`` is the id of the store's writer (``last_writer``)."""
+def runtime_to_row(row: RuntimeRow, *, writer: str | None, group: str | None = None) -> Values:
+    """A ``runtimes`` row; ``writer`` is the id of the store's writer (``last_writer``) and
+    ``group`` its deployment (``writer_group``)."""
     return {
         "runtime_id": row.runtime_id,
         "phase": row.phase.value,
@@ -41,6 +42,7 @@ def runtime_to_row(row: RuntimeRow, *, writer: str | None) -> Values:
         "version": row.version,
         "updated_at": codec.to_utc(row.updated_at),
         "last_writer": writer,
+        "writer_group": group,
     }
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from persistence.errors import UnsafeDatabase
 from persistence.migrate import upgrade_engine
 from persistence.plan import plan_writes
-from persistence.ports import OutboxEvent, StoredRuntime, receipts_named_by
+from persistence.ports import OutboxEvent, StoredRuntime, Writer, receipts_named_by
 from persistence.sql.engine import database_url, make_engine
 from persistence.sql.history import SqlHistoryQueries
 from persistence.sql.membership import SqlMembership
@@ -69,11 +69,13 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership):
         url: URL,
         *,
         writer_id: str | None = None,
+        writer_group: str | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         super().__init__(engine, url)
         self._clock = clock
         self._writer_id = writer_id
+        self._writer = Writer(writer_id, writer_group)
 
     @property
     def writer_id(self) -> str | None:
@@ -158,11 +160,12 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership):
         now = self._clock()
         plan = plan_writes(decisions)
         async with self._writing() as conn:
-            await apply_plan(conn, plan, now, self._writer_id)
+            await apply_plan(conn, plan, now, self._writer)
             await self._commit(conn)
 
     async def runtimes_with_pending_work(
-        self, limit: int = 10_000, *, exclude_writers: Collection[str] = ()
+        self, limit: int = 10_000, *, group: str | None = None,
+        exclude_writers: Collection[str] = (),
     ) -> list[str]:
         running = select(runtimes.c.runtime_id).where(
             runtimes.c.phase == RuntimePhase.RUNNING.value
@@ -178,6 +181,9 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership):
                 runtimes.c.last_writer.not_in(list(exclude_writers)),
             )
             running, pending = running.where(others), pending.where(others)
+        if group is not None:
+            ours = or_(runtimes.c.writer_group.is_(None), runtimes.c.writer_group == group)
+            running, pending = running.where(ours), pending.where(ours)
         ids = union(running, pending).subquery()
         async with self._reading() as conn:
             result = await conn.execute(
@@ -273,17 +279,18 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership):
 
 
 async def open_store(
-    url: str, *, writer_id: str | None = None, create_schema: bool = False
+    url: str, *, writer_id: str | None = None, writer_group: str | None = None,
+    create_schema: bool = False,
 ) -> SqlRuntimeStore:
     """Open a store on ``url`` (``postgresql+asyncpg://`` or ``sqlite+aiosqlite://``) that
-    records ``writer_id`` on the runtime rows it writes.
+    records ``writer_id`` and ``writer_group`` on the runtime rows it writes.
 
     Checks that the database answers and, on PostgreSQL, that commits are durable (raises
     :class:`UnsafeDatabase` otherwise). ``create_schema`` runs the migrations first.
     """
     parsed = database_url(url)
     engine = make_engine(parsed)
-    store = SqlRuntimeStore(engine, parsed, writer_id=writer_id)
+    store = SqlRuntimeStore(engine, parsed, writer_id=writer_id, writer_group=writer_group)
     try:
         await store.ping()
         await store.check_durability()

@@ -109,6 +109,7 @@ runtimes = Table(
     Column("version", BigInteger(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Column("last_writer", String(200), nullable=True),
+    Column("writer_group", String(200), nullable=True),
     PrimaryKeyConstraint("runtime_id"),
     one_of("phase", RuntimePhase),
     one_of("pre_run_phase", RuntimePhase, nullable=True),

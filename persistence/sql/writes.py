@@ -17,6 +17,7 @@ from sqlalchemy.sql.dml import Update
 
 from persistence.errors import DuplicateRow, ReceiptConflict, StoreError, VersionConflict
 from persistence.plan import InputWrite, WritePlan
+from persistence.ports import ANONYMOUS, Writer
 from persistence.sql.batched import EXPECTED, update_many
 from persistence.sql.failures import describe, is_foreign_key, violated_constraint
 from persistence.sql.rows import (
@@ -46,7 +47,7 @@ _DUPLICATES = {
 
 
 async def apply_plan(
-    conn: AsyncConnection, plan: WritePlan, now: datetime, writer: str | None = None
+    conn: AsyncConnection, plan: WritePlan, now: datetime, writer: Writer = ANONYMOUS
 ) -> None:
     """Write a folded commit: a statement per runtime row, multi-row inserts for the rest."""
     try:
@@ -116,9 +117,9 @@ _RUNTIME_INSERT = insert(runtimes)
 
 
 async def _put_runtime(
-    conn: AsyncConnection, row: RuntimeRow, expected: int, writer: str | None
+    conn: AsyncConnection, row: RuntimeRow, expected: int, writer: Writer
 ) -> None:
-    values = runtime_to_row(row, writer=writer)
+    values = runtime_to_row(row, writer=writer.id, group=writer.group)
     if expected == 0:
         try:
             await conn.execute(_RUNTIME_INSERT, values)
@@ -152,10 +153,11 @@ async def _upsert_snapshots(conn: AsyncConnection, snapshots: list[SessionSnapsh
 
 
 async def _put_runtimes_at_once(
-    conn: AsyncConnection, rows: list[tuple[RuntimeRow, int]], writer: str | None
+    conn: AsyncConnection, rows: list[tuple[RuntimeRow, int]], writer: Writer
 ) -> None:
     """PostgreSQL: new runtimes in one INSERT, the others in one compare-and-set UPDATE."""
-    created = [runtime_to_row(row, writer=writer) for row, expected in rows if expected == 0]
+    created = [runtime_to_row(row, writer=writer.id, group=writer.group)
+               for row, expected in rows if expected == 0]
     if created:
         try:
             await conn.execute(_RUNTIME_INSERT, created)
@@ -164,7 +166,8 @@ async def _put_runtimes_at_once(
     moved = [(row, expected) for row, expected in rows if expected != 0]
     if not moved:
         return
-    given = [{**runtime_to_row(row, writer=writer), EXPECTED: expected} for row, expected in moved]
+    given = [{**runtime_to_row(row, writer=writer.id, group=writer.group), EXPECTED: expected}
+             for row, expected in moved]
     matched = await update_many(conn, runtimes, ("runtime_id",), given, fence_version=True)
     for row, expected in moved:
         if (row.runtime_id,) not in matched:

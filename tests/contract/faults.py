@@ -147,11 +147,13 @@ class FaultyStore:
         return self.inner.writer_id
 
     async def runtimes_with_pending_work(
-        self, limit: int = 10_000, *, exclude_writers: Collection[str] = ()
+        self, limit: int = 10_000, *, group: str | None = None,
+        exclude_writers: Collection[str] = (),
     ) -> list[str]:
         return await self.plan.through(
             "runtimes_with_pending_work",
-            lambda: self.inner.runtimes_with_pending_work(limit, exclude_writers=exclude_writers),
+            lambda: self.inner.runtimes_with_pending_work(limit, group=group,
+                                                          exclude_writers=exclude_writers),
         )
 
     async def load_snapshot(self, runtime_id: str) -> SessionSnapshot | None:

@@ -329,6 +329,22 @@ async def test_pending_work_of_live_writers_is_left_to_them(
     assert {mine, theirs, nobodys} <= everything
 
 
+async def test_pending_work_of_another_deployment_is_left_to_it(
+    runtime_store: RuntimeStore, runtime_store_as: OpenAs
+) -> None:
+    """Deployments sharing one database (each its own topology prefix) resume only their own
+    runtimes, and those written by no deployment (a tool, or before groups were recorded)."""
+    ours = await created(await runtime_store_as("worker-a", "blue"), record(1))
+    theirs = await created(await runtime_store_as("worker-b", "green"), record(1))
+    nobodys = await created(runtime_store, record(1))
+
+    left = set(await runtime_store.runtimes_with_pending_work(group="blue"))
+    assert {ours, nobodys} <= left
+    assert theirs not in left
+    assert theirs in set(await runtime_store.runtimes_with_pending_work(group="green"))
+    assert {ours, theirs, nobodys} <= set(await runtime_store.runtimes_with_pending_work())
+
+
 async def test_an_empty_commit_and_ping_do_nothing(runtime_store: RuntimeStore) -> None:
     await runtime_store.commit([])
     await runtime_store.mark_events_sent([])
