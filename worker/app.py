@@ -110,7 +110,7 @@ class Worker:
             faults=faults,
         )
         self.run_loop = RunLoop(self.driver, executor, submit=self.committer.submit_step,
-                                restorer=Restorer(self.blobs, self.store),
+                                restorer=Restorer(self.blobs, self.driver.session),
                                 max_concurrent=settings.max_concurrent_runs,
                                 executor_timeout=settings.executor_timeout_seconds,
                                 metrics=self.metrics, faults=faults)

@@ -94,7 +94,7 @@ class Harness:
 
     @property
     def restorer(self) -> Restorer:
-        return Restorer(self.blobs, self.store)
+        return Restorer(self.blobs, self.driver.session)
 
     # One decision per transaction, as a lone message or run step would be committed.
 

@@ -11,7 +11,7 @@ import base64
 
 import pytest
 
-from persistence.errors import CommitOutcomeUnknown, StoreUnavailable
+from persistence.errors import CommitOutcomeUnknown, StoreUnavailable, VersionConflict
 from schemas import (
     Accepted,
     AttemptsExhausted,
@@ -27,6 +27,7 @@ from tests.contract.driver_fixtures import Harness, new_runtime_id, prompt, run_
 from tests.contract.faults import When
 from tests.unit.images import inline_image, png_bytes
 from worker.core import MAX_STAGE_ATTEMPTS
+from worker.runs.executors import RunResult
 from worker.runs.executors.echo import execute
 
 _LOST = CommitOutcomeUnknown("connection lost during COMMIT")
@@ -232,3 +233,43 @@ async def test_a_failed_recovery_commit_leaves_the_rows_and_caches_nothing(
     assert await harness.phases(runtime_id) == {item.header.id: InputPhase.STAGED}
     runtime = await restarted.driver.load(runtime_id)
     assert runtime.inputs[item.header.id].phase is InputPhase.QUEUED
+
+
+async def _run(harness: Harness, runtime_id: str) -> RunResult:
+    started = await harness.start_run(runtime_id)
+    assert started is not None, "nothing to run"
+    result = await execute(started.request)
+    assert await harness.finish_run(runtime_id, started.run_id, result)
+    return result
+
+
+async def test_a_run_gets_the_latest_session_from_memory_or_after_another_writer_from_the_store(
+    harness: Harness,
+) -> None:
+    """The session of a runtime's last boundary is kept with the cached runtime, so the next run
+    of this process restores it without reading the store; when another process has moved the
+    runtime on, the reload brings that process's newer session."""
+    runtime_id = new_runtime_id()
+    await harness.accept_input(runtime_id, prompt("one"))
+    first = await _run(harness, runtime_id)
+    await harness.accept_input(runtime_id, prompt("two"))
+    reads_before = harness.journal.count("store.load_snapshot")
+
+    second = await harness.start_run(runtime_id)
+
+    assert second is not None
+    assert second.request.session == first.session
+    assert harness.journal.count("store.load_snapshot") == reads_before
+    assert await harness.finish_run(runtime_id, second.run_id, await execute(second.request))
+
+    other = harness.restart()
+    await other.accept_input(runtime_id, prompt("three"))
+    theirs = await _run(other, runtime_id)
+    with pytest.raises(VersionConflict):  # this process's copy is stale: it is dropped
+        await harness.accept_input(runtime_id, prompt("four"))
+    await harness.accept_input(runtime_id, prompt("four"))
+
+    fourth = await harness.start_run(runtime_id)
+
+    assert fourth is not None
+    assert fourth.request.session == theirs.session

@@ -35,6 +35,7 @@ from worker.core import (
     Context,
     RecoveryReport,
     Runtime,
+    SessionSnapshot,
     Signal,
     UnknownRuntimes,
     archive_terminal,
@@ -116,6 +117,17 @@ class RuntimeDriver:
     def drop(self, runtime_id: str) -> None:
         """Forget the cached runtime; the next use reloads it from the store."""
         self._cache.drop(runtime_id)
+
+    async def session(self, runtime_id: str) -> SessionSnapshot | None:
+        """The runtime's latest session snapshot: the one this process committed or read last
+        while the runtime stayed cached, else the store's."""
+        snapshots = self._cache.snapshots
+        if runtime_id in snapshots:
+            return snapshots[runtime_id]
+        snapshot = await self._store.load_snapshot(runtime_id)
+        if self._cache.get(runtime_id) is not None:  # a boundary committed meanwhile wins
+            snapshots.setdefault(runtime_id, snapshot)
+        return snapshot
 
     def on_signal(self, listener: SignalListener) -> None:
         """Called after a swap whenever a runtime's run-loop signal is set."""

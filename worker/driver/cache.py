@@ -3,6 +3,10 @@
 Only a committed state enters the cache (:meth:`RuntimeCache.remember`), so dropping an entry is
 always safe: the store has it. The cache keeps the most recently used runtimes; past its cap it
 forgets those at rest (no live input, no run, no open transaction working on them).
+
+Next to a cached runtime it may keep that runtime's last session snapshot (the one its last
+committed boundary wrote, or the one read from the store since), so that a run's restore does
+not read the store again. It goes with its runtime: dropped, evicted or reloaded together.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from uuid import UUID
 
-from worker.core import RecoveryReport, Runtime, Signal, take_signal
+from worker.core import RecoveryReport, Runtime, SessionSnapshot, Signal, take_signal
 
 SignalListener = Callable[[str, Signal], None]
 
@@ -26,6 +30,8 @@ class RuntimeCache:
         self.live_runs: dict[str, UUID] = {}
         """Runs this process staged and is still executing, by runtime."""
         self.recoveries: dict[str, RecoveryReport] = {}
+        self.snapshots: dict[str, SessionSnapshot | None] = {}
+        """Runtime → its latest session snapshot (None: it has none), for cached runtimes."""
         self._listeners: list[SignalListener] = []
 
     def get(self, runtime_id: str) -> Runtime | None:
@@ -39,6 +45,7 @@ class RuntimeCache:
 
     def drop(self, runtime_id: str) -> None:
         self._entries.pop(runtime_id, None)
+        self.snapshots.pop(runtime_id, None)
 
     def pin(self, runtime_id: str) -> None:
         self._pins[runtime_id] += 1
@@ -85,4 +92,5 @@ class RuntimeCache:
                 continue
             del self._entries[runtime_id]
             self.recoveries.pop(runtime_id, None)
+            self.snapshots.pop(runtime_id, None)
             count -= 1

@@ -43,6 +43,7 @@ from schemas.validation import content_blocks
 from worker.core import (
     Context,
     Decision,
+    PutSnapshot,
     RunNotCurrent,
     Runtime,
     UnknownRuntimes,
@@ -309,6 +310,10 @@ class Transaction:
                 cache.live_runs[runtime_id] = run_id
             else:
                 cache.forget_run(runtime_id, run_id)
+        for decision in self.decisions:
+            for mutation in decision.mutations:
+                if isinstance(mutation, PutSnapshot):
+                    cache.snapshots[decision.runtime_id] = mutation.snapshot
         final = {d.runtime_id: d for d in self.decisions}
         for runtime_id, decision in final.items():
             if runtime_id in reload:

@@ -8,11 +8,12 @@ run gets them back inline. A blob store or database that is briefly away is wait
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from persistence.ports import BlobStore, RuntimeStateStore
+from persistence.ports import BlobStore
 from schemas import (
     AnyInput,
     BlobImageBlock,
@@ -53,12 +54,16 @@ async def restore_images(blobs: BlobStore, item: AnyInput) -> AnyInput:
     return item
 
 
+Sessions = Callable[[str], Awaitable[SessionSnapshot | None]]
+"""The latest session snapshot of a runtime (:meth:`worker.driver.RuntimeDriver.session`)."""
+
+
 class Restorer:
     """Builds the :class:`RunRequest` of a staged run."""
 
-    def __init__(self, blobs: BlobStore, snapshots: RuntimeStateStore) -> None:
+    def __init__(self, blobs: BlobStore, sessions: Sessions) -> None:
         self._blobs = blobs
-        self._snapshots = snapshots
+        self._sessions = sessions
 
     async def request(self, runtime_id: str, run_id: UUID, payloads: list[AnyInput]) -> RunRequest:
         retrying = AsyncRetrying(
@@ -80,4 +85,4 @@ class Restorer:
         self, runtime_id: str, payloads: list[AnyInput]
     ) -> tuple[tuple[AnyInput, ...], SessionSnapshot | None]:
         inputs = tuple([await restore_images(self._blobs, p) for p in payloads])
-        return inputs, await self._snapshots.load_snapshot(runtime_id)
+        return inputs, await self._sessions(runtime_id)
