@@ -9,6 +9,7 @@ has no single meaning once it is stored, so it is refused rather than guessed.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,34 @@ Json = dict[str, Any]
 
 _INPUT = TypeAdapter[AnyInput](Input)
 _ABANDON_REASON = TypeAdapter[AbandonReason](AbandonReason)
+
+_PAYLOADS_KEPT = 20_000
+_payloads: OrderedDict[int, tuple[AnyInput, Json]] = OrderedDict()
+"""Encoded payloads by the identity of the payload object, most recent last. An input's payload
+never changes after admission and every later image of the record (staged, consumed, ...)
+carries the very same object, so each payload is encoded once, not at every update."""
+
+
+def encode_payload(payload: AnyInput) -> Json:
+    kept = _payloads.get(id(payload))
+    if kept is not None and kept[0] is payload:
+        _payloads.move_to_end(id(payload))
+        return kept[1]
+    return _remember(payload, _INPUT.dump_python(payload, mode="json"))
+
+
+def _remember(payload: AnyInput, encoded: Json) -> Json:
+    """(The encoding is shared: callers serialise it, never change it.)"""
+    _payloads[id(payload)] = (payload, encoded)
+    if len(_payloads) > _PAYLOADS_KEPT:
+        _payloads.popitem(last=False)
+    return encoded
+
+
+def decode_payload(data: Json) -> AnyInput:
+    payload = _INPUT.validate_python(data)
+    _remember(payload, data)
+    return payload
 
 
 def encode_time(value: datetime) -> str:
@@ -67,7 +96,7 @@ def encode_input(record: InputRecord) -> Json:
         "lane": record.lane.value,
         "admission_seq": record.admission_seq,
         "durability": record.durability.value,
-        "payload": _INPUT.dump_python(record.payload, mode="json"),
+        "payload": encode_payload(record.payload),
         "created_at": encode_time(record.created_at),
         "updated_at": encode_time(record.updated_at),
         "attempt_count": record.attempt_count,
@@ -97,7 +126,7 @@ def decode_input(data: Mapping[str, Any]) -> InputRecord:
         lane=Lane(data["lane"]),
         admission_seq=data["admission_seq"],
         durability=Durability(data["durability"]),
-        payload=_INPUT.validate_python(data["payload"]),
+        payload=decode_payload(data["payload"]),
         created_at=decode_time(data["created_at"]),
         updated_at=decode_time(data["updated_at"]),
         attempt_count=data["attempt_count"],

@@ -9,9 +9,11 @@ which would split a multi-statement read across snapshots.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from sqlalchemy import URL, Connection, event, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -95,6 +97,15 @@ def ssl_mode(url: URL) -> str | None:
     return mode
 
 
+def json_text(value: Any) -> str:
+    """JSON columns' text: orjson (several times faster than ``json``), or ``json`` for what
+    orjson refuses (an integer beyond 64 bits in an executor's output, say)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 def make_engine(url: URL, *, purpose: Purpose = "store") -> AsyncEngine:
     if is_sqlite(url):
         return _sqlite_engine(url)
@@ -111,19 +122,20 @@ def make_engine(url: URL, *, purpose: Purpose = "store") -> AsyncEngine:
         url = url.difference_update_query(["sslmode"])
     # pre-ping: after a database restart the pooled connections are dead; test before use
     # rather than failing the first commit of every pooled connection.
-    return create_async_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    return create_async_engine(url, connect_args=connect_args, pool_pre_ping=True,
+                               json_serializer=json_text)
 
 
 def _sqlite_engine(url: URL) -> AsyncEngine:
     if _is_memory_sqlite(url):
-        engine = create_async_engine(url, poolclass=StaticPool)
+        engine = create_async_engine(url, poolclass=StaticPool, json_serializer=json_text)
     else:
         folder = Path(str(url.database)).expanduser().parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnavailable(f"cannot create the database folder {folder}: {exc}") from exc
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, json_serializer=json_text)
     event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
     event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
     return engine

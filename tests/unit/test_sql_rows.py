@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +12,7 @@ from uuid import uuid4
 import pytest
 from sqlalchemy import Engine, RowMapping, Table, create_engine, insert, select
 
+from persistence.sql.engine import json_text
 from persistence.sql.rows import (
     receipt_from_row,
     receipt_to_row,
@@ -60,3 +62,12 @@ def test_rows_receipts_and_snapshots_round_trip(engine: Engine) -> None:
     assert snapshot_from_row(through(engine, session_snapshots, snapshot_to_row(snapshot))) == (
         snapshot
     )
+
+
+@pytest.mark.parametrize("value", [
+    {"text": "héllo", "none": None, "list": [1, 2.5, True]},
+    {"output": 2**70},  # beyond what orjson encodes: the json module takes over
+    [],
+])
+def test_json_columns_text_reads_back_equal(value: Any) -> None:
+    assert json.loads(json_text(value)) == value

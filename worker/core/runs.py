@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +24,7 @@ from worker.core.model import (
     Context,
     Decision,
     InputRecord,
+    PutInput,
     PutReceipt,
     PutSnapshot,
     RunState,
@@ -263,8 +265,19 @@ def fail_run(runtime: Runtime, ctx: Context, *, run_id: UUID, error: str) -> Dec
     )
 
 
-def archive_terminal(runtime: Runtime) -> Runtime:
-    """Forget terminal inputs once committed; the store keeps their rows for dedupe."""
+def archive_terminal(runtime: Runtime, decision: Decision | None = None) -> Runtime:
+    """Forget terminal inputs; the store keeps their rows for dedupe. With ``decision`` (the one
+    that produced ``runtime``), only the inputs it made terminal are looked at: every terminal
+    transition is one of a decision's input puts, so the rest were archived before."""
+    if decision is not None:
+        ended = [m.record.input_id for m in decision.mutations
+                 if isinstance(m, PutInput) and m.record.is_terminal]
+        if not ended:
+            return runtime
+        kept = dict(runtime.inputs)
+        for input_id in ended:
+            kept.pop(input_id, None)
+        return dataclasses.replace(runtime, inputs=MappingProxyType(kept))
     live = {k: v for k, v in runtime.inputs.items() if not v.is_terminal}
     if len(live) == len(runtime.inputs):
         return runtime

@@ -147,7 +147,9 @@ class Transaction:
         return runtime
 
     def _add(self, decision: Decision) -> Decision:
-        self.working[decision.runtime_id] = decision.runtime
+        # What the decision made terminal leaves the working state at once (the store keeps
+        # it for dedupe), so no later decision or cache entry carries it.
+        self.working[decision.runtime_id] = archive_terminal(decision.runtime, decision)
         self.decisions.append(decision)
         return decision
 
@@ -314,12 +316,11 @@ class Transaction:
             for mutation in decision.mutations:
                 if isinstance(mutation, PutSnapshot):
                     cache.snapshots[decision.runtime_id] = mutation.snapshot
-        final = {d.runtime_id: d for d in self.decisions}
-        for runtime_id, decision in final.items():
+        for runtime_id in dict.fromkeys(d.runtime_id for d in self.decisions):
             if runtime_id in reload:
                 cache.drop(runtime_id)
             else:
-                cache.remember(archive_terminal(decision.runtime))
+                cache.remember(self.working[runtime_id])
 
     def abort(self) -> None:
         """Give up this transaction because one it depends on failed (its own dependents abort
@@ -344,6 +345,7 @@ class Transaction:
         if self.state is not State.OPEN:
             return
         self.state = state
+        self.parents = set()  # settled: holding them would keep every earlier window alive
         if self in self._registry.open:
             self._registry.open.remove(self)
         for runtime_id in self.working:
