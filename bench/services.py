@@ -100,7 +100,7 @@ class Prefix:
         return [*self.shard_queues(), self.dead_queue]
 
     def exchanges(self) -> list[str]:
-        return [self.ingress, f"{self.name}.dead-letter", self.events]
+        return [self.ingress, f"{self.name}.commands", f"{self.name}.dead-letter", self.events]
 
 
 async def bind_event_sink(connection: AbstractRobustConnection, prefix: Prefix) -> None:

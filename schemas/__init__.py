@@ -71,6 +71,7 @@ from schemas.outcomes import (
     RuntimeDestroyed,
     RuntimeUnknown,
     TooLarge,
+    Unauthorized,
 )
 from schemas.states import (
     AbandonCode,
@@ -176,6 +177,7 @@ __all__ = [
     "TextBlock",
     "TooLarge",
     "TurnMetadata",
+    "Unauthorized",
     "Visibility",
     "blob_id_for",
     "input_kind",

@@ -44,10 +44,8 @@ def asyncapi_document() -> dict[str, Any]:
         "defaultContentType": "application/json",
         "channels": {
             "meerkat.ingress": {
-                "description": "x-consistent-hash exchange; routing key = runtime id",
-                "publish": {
-                    "message": {"oneOf": [message("input-envelope"), message("command-envelope")]}
-                },
+                "description": "x-consistent-hash exchange for inputs; routing key = runtime id",
+                "publish": {"message": message("input-envelope")},
                 "bindings": {
                     "amqp": {
                         "is": "routingKey",
@@ -56,6 +54,20 @@ def asyncapi_document() -> dict[str, Any]:
                             "type": "x-consistent-hash",
                             "durable": True,
                         },
+                    }
+                },
+            },
+            "meerkat.commands": {
+                "description": (
+                    "fanout exchange for commands, bound to meerkat.ingress; "
+                    "routing key = runtime id"
+                ),
+                "publish": {"message": message("command-envelope")},
+                "bindings": {
+                    "amqp": {
+                        "is": "routingKey",
+                        "exchange": {"name": "meerkat.commands", "type": "fanout",
+                                     "durable": True},
                     }
                 },
             },

@@ -59,6 +59,15 @@ class Malformed(Frozen):
     detail: str
 
 
+class Unauthorized(Frozen):
+    """The message did not come the way its kind must come (a command through the commands
+    exchange, an input through the ingress exchange), or its publisher is not allowed to send
+    that command (``MEERKAT_COMMAND_USERS``). Dead-lettered; nothing is applied."""
+
+    reject_type: Literal["unauthorized"] = "unauthorized"
+    detail: str
+
+
 class IllegalCommand(Frozen):
     reject_type: Literal["illegal_command"] = "illegal_command"
     command_type: str
@@ -88,6 +97,7 @@ RejectReason = Annotated[
     | TooLarge
     | ImageInvalid
     | Malformed
+    | Unauthorized
     | IllegalCommand
     | RuntimeUnknown,
     Field(discriminator="reject_type"),

@@ -40,6 +40,7 @@ from worker.health import HealthServer, ReadinessError
 from worker.membership import Membership, new_worker_id
 from worker.metrics import Metrics
 from worker.outbox import OutboxRelay
+from worker.pipeline.authz import Access, command_users
 from worker.pipeline.committer import Committer
 from worker.runs.executors import Executor, load_executor
 from worker.runs.loop import RunLoop
@@ -56,6 +57,17 @@ EXIT_FATAL = 5
 COMMITTER_POLICY = RestartPolicy(max_restarts=20, window_seconds=60.0)
 """Each restart after a crash retries the crashed batch one message at a time, counting each
 attempt, so a message that kills the loop is dead-lettered long before this gives up."""
+
+
+def access_of(settings: Settings, topology: Topology) -> Access:
+    """The authorization rules of the deployment (:mod:`worker.pipeline.authz`)."""
+    return Access(
+        ingress_exchange=topology.ingress_exchange,
+        commands_exchange=topology.commands_exchange,
+        command_users=command_users(settings.command_users),
+        reply_queue_prefix=settings.reply_queue_prefix,
+        own_prefix=topology.prefix,
+    )
 
 
 @dataclass
@@ -103,7 +115,7 @@ class Worker:
         self.outbox = OutboxRelay(self.store, self.broker, metrics=self.metrics, faults=faults)
         self.committer = Committer(
             self.driver, self.broker, limits=settings.limits.to_limits(),
-            delivery_limit=settings.delivery_limit,
+            access=access_of(settings, self.topology), delivery_limit=settings.delivery_limit,
             window_seconds=settings.group_commit_window_ms / 1000,
             max_batch=settings.prefetch, commits_in_flight=settings.commits_in_flight,
             on_commit=self.outbox.notify, metrics=self.metrics, watchdog=self.watchdog,

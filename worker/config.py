@@ -121,6 +121,14 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="first part of every exchange and queue name (to share one vhost)",
     )
+    command_users: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="JSON object: command type (or *) to the broker users allowed to send it",
+    )
+    reply_queue_prefix: str = Field(
+        "", max_length=200,
+        description="replies also go to queues named with this prefix (besides direct reply-to)",
+    )
     membership: bool = Field(
         True, description="spread the shard queues over the live workers (heartbeat rows)"
     )
@@ -148,6 +156,14 @@ class Settings(BaseSettings):
         from worker.faults import FaultPlan  # a bad plan is a configuration error (exit 2)
 
         FaultPlan.parse(value)
+        return value
+
+    @field_validator("command_users")
+    @classmethod
+    def _command_types_are_known(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        from worker.pipeline.authz import command_users  # an unknown type is a config error
+
+        command_users(value)
         return value
 
     def redacted(self) -> dict[str, Any]:

@@ -37,7 +37,8 @@ class Metrics:
 
         self.messages_received = Counter(
             f"{PREFIX}_messages_received",
-            "Deliveries taken from the ingress queues, by kind (input, command, malformed).",
+            "Deliveries taken from the ingress queues, by kind (input, command, malformed, "
+            "unauthorized).",
             ["kind"],
             registry=r,
         )
@@ -54,6 +55,12 @@ class Metrics:
             f"{PREFIX}_messages_dead_lettered",
             "Deliveries rejected without requeue (permanent failure or delivery limit), by reason.",
             ["reason"],
+            registry=r,
+        )
+
+        self.replies_refused = Counter(
+            f"{PREFIX}_replies_refused",
+            "Replies not published because reply_to was not an allowed name.",
             registry=r,
         )
 

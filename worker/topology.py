@@ -5,6 +5,13 @@ type ``x-consistent-hash``, so the broker, not the producer, picks the shard que
 bound with the weight ``"1"`` and one runtime id always hashes onto the same queue for as long as
 the set of queues stays the same. That is why the number of shards is fixed per deployment.
 
+Commands go to an exchange of their own, ``<prefix>.commands`` (``fanout``), which has one
+exchange-to-exchange binding to the ingress exchange. Broker permissions can then tell the
+producers of inputs (write on the ingress exchange) from operators (write on the commands
+exchange), and the worker refuses a message whose kind did not come through its exchange
+(:mod:`worker.pipeline.authz`). A command keeps its routing key through the fanout hop, so it
+hashes onto the same shard queue as its runtime's inputs and is ordered with them by that queue.
+
 Each shard queue is a quorum queue with single-active-consumer (one worker at a time, in order)
 and a delivery limit. Behaviour of quorum queues that the worker relies on, as observed on
 RabbitMQ 3.10.8 (and pinned by ``tests/integration/test_topology.py``):
@@ -18,6 +25,17 @@ RabbitMQ 3.10.8 (and pinned by ``tests/integration/test_topology.py``):
   key, and every header the message already carried (so ``x-meerkat-error`` survives).
 - ``basic.get`` is refused on quorum queues with single-active-consumer: shard queues can only be
   consumed. The dead queue has no single-active-consumer, so ``dlq`` can ``basic.get`` from it.
+- Through the exchange-to-exchange binding, ``basic.deliver`` names the exchange the message was
+  *published to*: a command published to ``<prefix>.commands`` arrives on the shard queue with
+  ``exchange`` ``<prefix>.commands`` and its routing key unchanged, on the same shard queue and in
+  publish order with the inputs of that runtime published to ``<prefix>.ingress`` (whose
+  deliveries name ``<prefix>.ingress``). The worker trusts that name: only the broker sets it.
+- Binding the other way round (the consistent-hash exchange as the *source*) is refused with 406
+  "The binding key must be an integer": the consistent-hash exchange checks the keys of its own
+  bindings, not of bindings into it. The binding is ``exchange.bind(destination=ingress,
+  source=commands)``, in aio-pika ``await ingress.bind(commands)``.
+- A ``user_id`` property that is not the publishing connection's user is refused by the broker
+  with 406 PRECONDITION_FAILED (a channel error), so a delivered ``user_id`` names the publisher.
 - A missing exchange type is a *connection* error (503 COMMAND_INVALID "unknown exchange type"):
   the broker closes the whole connection, not just the channel. ``declare`` turns it into
   ``PluginMissing``; ``check`` probes the plugin on a connection of its own.
@@ -90,6 +108,10 @@ class Topology:
         return f"{self.prefix}.ingress"
 
     @property
+    def commands_exchange(self) -> str:
+        return f"{self.prefix}.commands"
+
+    @property
     def dead_letter_exchange(self) -> str:
         return f"{self.prefix}.dead-letter"
 
@@ -111,7 +133,8 @@ class Topology:
         return [self.shard_queue(k) for k in range(self.shards)]
 
     def exchange_names(self) -> list[str]:
-        return [self.ingress_exchange, self.dead_letter_exchange, self.events_exchange]
+        return [self.ingress_exchange, self.commands_exchange, self.dead_letter_exchange,
+                self.events_exchange]
 
     def all_queue_names(self) -> list[str]:
         return [*self.queue_names(), self.dead_queue]
@@ -130,6 +153,7 @@ class Topology:
     def exchange_types(self) -> dict[str, str]:
         return {
             self.ingress_exchange: CONSISTENT_HASH,
+            self.commands_exchange: ExchangeType.FANOUT.value,
             self.dead_letter_exchange: ExchangeType.FANOUT.value,
             self.events_exchange: ExchangeType.TOPIC.value,
         }
@@ -155,6 +179,10 @@ class Topology:
             if "exchange type" in str(exc):
                 raise PluginMissing from exc
             raise
+        commands = await channel.declare_exchange(
+            self.commands_exchange, ExchangeType.FANOUT, durable=True
+        )
+        await ingress.bind(commands, routing_key="")
         dead_letter = await channel.declare_exchange(
             self.dead_letter_exchange, ExchangeType.FANOUT, durable=True
         )

@@ -52,6 +52,7 @@ from tests.fixtures.s3 import S3Server, new_s3_blob_store
 from worker.broker import BrokerLink
 from worker.driver import RuntimeDriver
 from worker.ids import uuid7
+from worker.pipeline.authz import Access
 from worker.pipeline.committer import Committer
 from worker.pipeline.settle import step_result
 from worker.pipeline.steps import RunStep, Staged, StepKind
@@ -154,7 +155,10 @@ class Harness:
         """A run loop whose steps this harness's committer commits (it has no broker link: only
         run steps go through it)."""
         unused = BrokerLink("amqp://guest:guest@127.0.0.1:1/", Topology())
-        committer = Committer(self.driver, unused, limits=DEFAULT_LIMITS, delivery_limit=5)
+        topology = Topology()
+        access = Access(topology.ingress_exchange, topology.commands_exchange)
+        committer = Committer(self.driver, unused, limits=DEFAULT_LIMITS, access=access,
+                              delivery_limit=5)
         loop = RunLoop(self.driver, executor, submit=committer.submit_step, restorer=self.restorer)
         task = asyncio.get_running_loop().create_task(committer.run())
         try:

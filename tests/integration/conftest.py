@@ -52,8 +52,8 @@ class Stack:
         await publish_envelope(self.channel, envelope, topology=self.topology)
 
     async def request(self, envelope: InputEnvelope | CommandEnvelope) -> Reply:
-        async def send(reply_to: str, correlation_id: str) -> None:
-            await publish_envelope(self.channel, envelope, reply_to=reply_to,
+        async def send(channel: AbstractChannel, reply_to: str, correlation_id: str) -> None:
+            await publish_envelope(channel, envelope, reply_to=reply_to,
                                    correlation_id=correlation_id, topology=self.topology)
 
         return await request_reply(self.connection, send, wait_seconds=30)
@@ -90,7 +90,9 @@ async def stack_factory(
 ) -> AsyncIterator[StackFactory]:
     """``await make(executor=None, delivery_limit=5)`` starts a worker; all stop at teardown.
 
-    ``make(topology=other.topology, worker_id=...)`` starts another worker on the same topology.
+    ``make(topology=other.topology, worker_id=...)`` starts another worker on the same topology;
+    other keywords are settings (``amqp_url=SecretStr(...)`` connects the worker as another
+    broker user; the stack's own producer connection stays the fixture's).
     """
     started: list[Stack] = []
 
@@ -99,12 +101,12 @@ async def stack_factory(
                    serve_http: bool = False, **overrides: Any) -> Stack:
         if topology is None:
             topology = topology_factory(shards=4, delivery_limit=delivery_limit)
-        settings = Settings(
-            amqp_url=SecretStr(amqp_url), database_url=SecretStr(postgres_url),
-            blob_url=SecretStr(s3_url),
-            shards=topology.shards, delivery_limit=topology.delivery_limit, http_port=0,
-            group_commit_window_ms=5, shutdown_grace_seconds=5, **overrides,
-        )
+        settings = Settings(**{
+            "amqp_url": SecretStr(amqp_url), "database_url": SecretStr(postgres_url),
+            "blob_url": SecretStr(s3_url),
+            "shards": topology.shards, "delivery_limit": topology.delivery_limit, "http_port": 0,
+            "group_commit_window_ms": 5, "shutdown_grace_seconds": 5, **overrides,
+        })
         worker = Worker(settings, topology, executor=executor, serve_http=serve_http,
                         worker_id=worker_id)
         await worker.start()

@@ -93,7 +93,10 @@ def hostile_bodies(runtime_id: str) -> list[tuple[str, bytes, str]]:
 
 async def publish_raw(stack: Stack, body: bytes, routing_key: str, message_id: str,
                       message_type: str = INPUT_MESSAGE_TYPE) -> None:
-    exchange = await stack.channel.get_exchange(stack.topology.ingress_exchange)
+    topology = stack.topology
+    name = (topology.commands_exchange if message_type == COMMAND_MESSAGE_TYPE
+            else topology.ingress_exchange)
+    exchange = await stack.channel.get_exchange(name)
     message = aio_pika.Message(body, message_id=message_id, type=message_type,
                                content_type="application/json",
                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT)

@@ -139,6 +139,7 @@ async def test_send_input_publishes_a_prompt_and_prints_its_id(
     assert message.content_type == "application/json"
     assert message.delivery_mode == 2
     assert message.routing_key == "rt:send-1"
+    assert message.exchange == one_shard.ingress_exchange
     assert message.reply_to is None
     envelope = InputEnvelope.model_validate_json(message.body)
     assert isinstance(envelope.input, PromptInput)
@@ -207,6 +208,7 @@ async def test_send_command_wait_exits_4_when_rejected(
 
     def refuse(message: AbstractIncomingMessage) -> Outcome:
         assert message.type == COMMAND_MESSAGE_TYPE
+        assert (message.reply_to or "").startswith("amq.rabbitmq.reply-to.")
         commands.append(CommandEnvelope.model_validate_json(message.body))
         return Rejected(reason=IllegalCommand(command_type="resume", state=RuntimePhase.IDLE,
                                               detail="not stopped"))
@@ -239,6 +241,9 @@ async def test_send_command_publishes_an_abandon_input(
     message = await next_message(await amqp_connection.channel(), one_shard.shard_queue(0))
     assert message.message_id == capsys.readouterr().out.strip()
     assert message.type == COMMAND_MESSAGE_TYPE
+    # Through the commands exchange, with the CLI's broker user as user_id.
+    assert message.exchange == one_shard.commands_exchange
+    assert message.user_id == "guest"
     envelope = CommandEnvelope.model_validate_json(message.body)
     assert envelope.command.command_type == "abandon_input"
     assert envelope.command.input_id == target

@@ -226,6 +226,7 @@ def test_every_named_metric_is_exported() -> None:
         "meerkat_messages_acked",
         "meerkat_messages_requeued",
         "meerkat_messages_dead_lettered",
+        "meerkat_replies_refused",
         "meerkat_commits",
         "meerkat_commit_failures",
         "meerkat_commit_batch_size",

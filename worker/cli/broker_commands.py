@@ -20,8 +20,9 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 import aio_pika
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import AMQPConnectionError, ChannelNotFoundEntity
+from yarl import URL
 
 from schemas import CommandEnvelope, InputEnvelope, Rejected, Reply
 from worker.cli.common import (
@@ -113,7 +114,8 @@ async def declare_topology(settings: Settings, topology: Topology) -> int:
         channel = await connection.channel()
         await topology.declare(channel)
     print(f"declared {topology.ingress_exchange} with {topology.shards} shard queues, "
-          f"{topology.dead_letter_exchange}, {topology.dead_queue}, {topology.events_exchange}")
+          f"{topology.commands_exchange} (bound to it), {topology.dead_letter_exchange}, "
+          f"{topology.dead_queue}, {topology.events_exchange}")
     return EXIT_OK
 
 
@@ -156,16 +158,18 @@ async def _send(
 ) -> int:
     """Publish; print the message id, and with ``--wait`` the reply."""
     message_id = message_id_of(envelope)
+    user_id = broker_user(settings)
     async with broker(settings) as connection:
-        channel = await connection.channel()
         if not args.wait:
-            await publish_envelope(channel, envelope, topology=topology)
+            channel = await connection.channel()
+            await publish_envelope(channel, envelope, topology=topology, user_id=user_id)
             print(message_id)
             return EXIT_OK
 
-        async def publish(reply_to: str, correlation_id: str) -> None:
+        async def publish(channel: AbstractChannel, reply_to: str, correlation_id: str) -> None:
             await publish_envelope(channel, envelope, reply_to=reply_to,
-                                   correlation_id=correlation_id, topology=topology)
+                                   correlation_id=correlation_id, topology=topology,
+                                   user_id=user_id)
             print(message_id, flush=True)
 
         return await _await_reply(connection, publish, message_id, _wait_seconds(args))
@@ -213,9 +217,10 @@ async def replay(args: argparse.Namespace, settings: Settings, topology: Topolog
     """``dlq replay [--limit N]``."""
     async with broker(settings) as connection:
         channel = await connection.channel()
-        count = await replay_dead(channel, getattr(args, "limit", None), topology=topology)
+        count = await replay_dead(channel, getattr(args, "limit", None), topology=topology,
+                                  user_id=broker_user(settings))
     print(f"replayed {count} message(s) from {topology.dead_queue} "
-          f"to {topology.ingress_exchange}")
+          f"to {topology.ingress_exchange} (commands through {topology.commands_exchange})")
     return EXIT_OK
 
 
@@ -235,6 +240,12 @@ async def broker(settings: Settings) -> AsyncIterator[AbstractConnection]:
         yield connection
     finally:
         await connection.close()
+
+
+def broker_user(settings: Settings) -> str | None:
+    """The user name in ``MEERKAT_AMQP_URL``: set as a command's ``user_id`` (the broker checks
+    it is the connection's user), which ``MEERKAT_COMMAND_USERS`` allow-lists."""
+    return URL(settings.amqp_url.get_secret_value()).user or None
 
 
 def _wait_seconds(args: argparse.Namespace) -> float:

@@ -1,10 +1,16 @@
-"""The dead queue: look at dead-lettered messages, and put them back on the ingress exchange.
+"""The dead queue: look at dead-lettered messages, and put them back where they were published.
 
 Messages reach the dead queue two ways: the broker dead-letters a shard message returned more
 often than the delivery limit (``x-death`` reason ``delivery_limit``), and the worker publishes a
 permanently failed message to the dead-letter exchange with the reason in ``x-meerkat-error``.
 Either way the routing key is the runtime id the producer published with, which is what a replay
 needs to reach the same shard again.
+
+A replayed input goes to the ingress exchange and a replayed command to the commands exchange
+(the worker refuses a command from anywhere else, so a command once dead-lettered because it was
+published to the ingress exchange is accepted when replayed). The replaying connection is the new
+publisher: a copy carries its ``user_id``, if given, and never the original one (the broker would
+refuse that).
 
 Listing takes messages with ``basic.get`` without acking and then returns them. On a quorum queue
 each return adds one to ``x-delivery-count``; the dead queue has no delivery limit, so that count
@@ -24,6 +30,7 @@ from aiormq.exceptions import AMQPError
 
 from worker.cli.publish import DEFAULT_TOPOLOGY, publish_confirmed
 from worker.pipeline import settle
+from worker.pipeline.parsing import reads_as_command
 from worker.pipeline.settle import ERROR_HEADER
 from worker.pipeline.wire import PARSER_MAX_DEPTH, NotStrictJson, read_strict_json
 from worker.topology import Topology
@@ -92,9 +99,11 @@ async def list_dead(
 
 
 async def replay_dead(
-    channel: AbstractChannel, limit: int | None = None, *, topology: Topology = DEFAULT_TOPOLOGY
+    channel: AbstractChannel, limit: int | None = None, *, topology: Topology = DEFAULT_TOPOLOGY,
+    user_id: str | None = None,
 ) -> int:
-    """Re-publish up to ``limit`` dead-lettered messages to the ingress exchange, oldest first.
+    """Re-publish up to ``limit`` dead-lettered messages, oldest first: inputs to the ingress
+    exchange, commands to the commands exchange.
 
     Each one goes out with its runtime id as routing key, its properties and body unchanged and
     the dead-letter headers removed; it is acked from the dead queue only after the broker has
@@ -105,6 +114,7 @@ async def replay_dead(
     """
     queue = await channel.get_queue(topology.dead_queue, ensure=False)
     ingress = await channel.get_exchange(topology.ingress_exchange, ensure=False)
+    commands = await channel.get_exchange(topology.commands_exchange, ensure=False)
     replayed: set[str] = set()
     while limit is None or len(replayed) < limit:
         message = await queue.get(no_ack=False, fail=False)
@@ -115,7 +125,9 @@ async def replay_dead(
             await settle.release(message)
             break
         try:
-            await publish_confirmed(ingress, replay_copy(message), replay_routing_key(message))
+            exchange = commands if is_command_message(message) else ingress
+            await publish_confirmed(exchange, replay_copy(message, user_id),
+                                    replay_routing_key(message))
         except BaseException:
             with contextlib.suppress(AMQPError, RuntimeError):
                 await settle.release(message)
@@ -154,8 +166,18 @@ def replay_routing_key(message: AbstractIncomingMessage) -> str:
     return message.routing_key or ""
 
 
-def replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
-    """The message as its producer published it, without what dead-lettering added."""
+def is_command_message(message: AbstractIncomingMessage) -> bool:
+    """Whether the worker takes the message for a command (by its ``type``, else its body)."""
+    try:
+        document = read_strict_json(message.body, PARSER_MAX_DEPTH)
+    except NotStrictJson:
+        document = None
+    return reads_as_command(message.type, document)
+
+
+def replay_copy(message: AbstractIncomingMessage, user_id: str | None = None) -> aio_pika.Message:
+    """The message as its producer published it, without what dead-lettering added, with the
+    replaying connection's ``user_id``."""
     headers = {k: v for k, v in (message.headers or {}).items() if k not in _DEATH_HEADERS}
     return aio_pika.Message(
         message.body,
@@ -170,6 +192,7 @@ def replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
         timestamp=message.timestamp,
         type=message.type,
         app_id=message.app_id,
+        user_id=user_id,
     )
 
 

@@ -1,8 +1,11 @@
-"""Publishing inputs and commands to the ingress exchange, and waiting for the worker's reply.
+"""Publishing inputs and commands, and waiting for the worker's reply.
 
-Every publish waits for the broker's confirm and is ``mandatory``: a message the broker cannot
-route (no shard queue bound, i.e. the topology was never declared) comes back and raises
-``Unroutable`` instead of vanishing.
+Inputs go to the ingress exchange, commands to the commands exchange (which forwards them to the
+ingress exchange; the worker refuses a command that did not come through it). Every publish
+waits for the broker's confirm and is ``mandatory``: a message the broker cannot route (no shard
+queue bound, i.e. the topology was never declared) comes back and raises ``Unroutable`` instead
+of vanishing. Replies are awaited on RabbitMQ's direct reply-to, which the worker always
+answers (a named reply queue must match ``MEERKAT_REPLY_QUEUE_PREFIX``).
 """
 
 from __future__ import annotations
@@ -42,16 +45,18 @@ from schemas import (
     TextBlock,
 )
 from worker.ids import utcnow, uuid7
+from worker.pipeline.authz import DIRECT_REPLY_TO
 from worker.topology import Topology, TopologyError
 
 JSON = "application/json"
 DEFAULT_TOPOLOGY = Topology()
 
 PublishTarget = AbstractExchange | AbstractChannel
-"""The ingress exchange itself, or a channel on which to address it by name."""
+"""The exchange itself, or a channel on which to address it by name."""
 
-PublishRequest = Callable[[str, str], Awaitable[object]]
-"""Publishes a request given its ``reply_to`` queue and ``correlation_id``."""
+PublishRequest = Callable[[AbstractChannel, str, str], Awaitable[object]]
+"""Publishes a request on the given channel (direct reply-to needs the request published on the
+channel that consumes the replies) with its ``reply_to`` and ``correlation_id``."""
 
 
 class Unroutable(TopologyError):
@@ -142,7 +147,8 @@ async def publish_input(
     correlation_id: str | None = None,
     topology: Topology = DEFAULT_TOPOLOGY,
 ) -> None:
-    """Publish an input with the runtime id as routing key and wait for the broker's confirm."""
+    """Publish an input to the ingress exchange with the runtime id as routing key and wait for
+    the broker's confirm."""
     message = _message(
         envelope, envelope.input.header.id, INPUT_MESSAGE_TYPE, reply_to, correlation_id
     )
@@ -156,12 +162,17 @@ async def publish_command(
     reply_to: str | None = None,
     correlation_id: str | None = None,
     topology: Topology = DEFAULT_TOPOLOGY,
+    user_id: str | None = None,
 ) -> None:
-    """Publish a command with the runtime id as routing key and wait for the broker's confirm."""
+    """Publish a command to the commands exchange with the runtime id as routing key and wait
+    for the broker's confirm. ``user_id``, the publishing connection's broker user, is what
+    ``MEERKAT_COMMAND_USERS`` checks (the broker refuses any other)."""
     message = _message(
-        envelope, envelope.command.command_id, COMMAND_MESSAGE_TYPE, reply_to, correlation_id
+        envelope, envelope.command.command_id, COMMAND_MESSAGE_TYPE, reply_to, correlation_id,
+        user_id,
     )
-    await publish_confirmed(target, message, envelope.runtime_id, topology=topology)
+    await publish_confirmed(target, message, envelope.runtime_id, topology=topology,
+                            exchange=topology.commands_exchange)
 
 
 async def publish_envelope(
@@ -171,14 +182,16 @@ async def publish_envelope(
     reply_to: str | None = None,
     correlation_id: str | None = None,
     topology: Topology = DEFAULT_TOPOLOGY,
+    user_id: str | None = None,
 ) -> None:
-    """Publish an input or a command, whichever ``envelope`` holds."""
+    """Publish an input (to the ingress exchange) or a command (to the commands exchange),
+    whichever ``envelope`` holds; ``user_id`` is set on commands only."""
     if isinstance(envelope, InputEnvelope):
         await publish_input(target, envelope, reply_to=reply_to, correlation_id=correlation_id,
                             topology=topology)
     else:
         await publish_command(target, envelope, reply_to=reply_to,
-                              correlation_id=correlation_id, topology=topology)
+                              correlation_id=correlation_id, topology=topology, user_id=user_id)
 
 
 def message_id_of(envelope: InputEnvelope | CommandEnvelope) -> str:
@@ -194,6 +207,7 @@ def _message(
     message_type: str,
     reply_to: str | None,
     correlation_id: str | None,
+    user_id: str | None = None,
 ) -> aio_pika.Message:
     """The AMQP message of CONTRACT.md: JSON body, persistent, id and type as properties."""
     return aio_pika.Message(
@@ -204,6 +218,7 @@ def _message(
         type=message_type,
         reply_to=reply_to,
         correlation_id=correlation_id,
+        user_id=user_id,
     )
 
 
@@ -213,16 +228,25 @@ async def publish_confirmed(
     routing_key: str,
     *,
     topology: Topology = DEFAULT_TOPOLOGY,
+    exchange: str | None = None,
 ) -> None:
-    """Publish ``mandatory`` to the ingress exchange and wait until the broker has taken it.
+    """Publish ``mandatory`` and wait until the broker has taken it: to ``target`` when it is an
+    exchange, else to the exchange named ``exchange`` (by default the ingress exchange).
 
     Raises ``Unroutable`` when the broker returns the message and ``TopologyError`` when the
     exchange does not exist (the broker has then closed the channel).
     """
     if isinstance(target, AbstractExchange):
-        exchange = target
+        destination = target
     else:
-        exchange = await target.get_exchange(topology.ingress_exchange, ensure=False)
+        destination = await target.get_exchange(exchange or topology.ingress_exchange,
+                                                ensure=False)
+    await _publish_mandatory(destination, message, routing_key)
+
+
+async def _publish_mandatory(
+    exchange: AbstractExchange, message: aio_pika.Message, routing_key: str
+) -> None:
     try:
         confirm = await exchange.publish(message, routing_key, mandatory=True)
     except ChannelNotFoundEntity as exc:
@@ -251,17 +275,19 @@ async def request_reply(
     wait_seconds: float,
     correlation_id: str | None = None,
 ) -> Reply:
-    """Publish a request with a private reply queue and wait for the matching reply.
+    """Publish a request with RabbitMQ's direct reply-to and wait for the matching reply.
 
-    The reply queue is exclusive and server-named, so it disappears with the channel; a reply
-    that arrives after the timeout finds no queue and is dropped by the broker.
+    The replies are consumed (``no_ack``) from the pseudo-queue ``amq.rabbitmq.reply-to`` on a
+    channel of their own, and the request is published on that same channel, as direct reply-to
+    requires; the broker gives the worker a ``reply_to`` naming this channel. A reply that
+    arrives after the timeout finds the channel closed and is dropped by the broker.
     Raises ``NoReply`` after ``wait_seconds``, ``ValueError`` for a reply that is not a
     ``Reply``.
     """
     correlation = correlation_id or uuid4().hex
-    channel = await connection.channel()
+    channel = await connection.channel(publisher_confirms=True)
     try:
-        replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+        replies = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
         arrived: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
         async def on_reply(message: AbstractIncomingMessage) -> None:
@@ -270,7 +296,7 @@ async def request_reply(
                 arrived.set_result(message.body)
 
         await replies.consume(on_reply, no_ack=True)
-        await publish(replies.name, correlation)
+        await publish(channel, DIRECT_REPLY_TO, correlation)
         try:
             body = await asyncio.wait_for(arrived, wait_seconds)
         except TimeoutError:

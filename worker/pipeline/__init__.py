@@ -12,6 +12,9 @@ Theory of operation
   whose strict JSON reader is :mod:`~worker.pipeline.wire`) and run steps
   (:mod:`~worker.pipeline.steps`) into windows of up to the prefetch, a few milliseconds long,
   in per-runtime order.
+- :mod:`~worker.pipeline.authz` is pure too: whether a delivery came through the exchange of
+  its kind, whether its publisher may send that command, and where replies may go; a refusal
+  is an ``unauthorized`` parse result, dead-lettered like a malformed body.
 - :mod:`~worker.pipeline.decide` decides a window in one driver transaction
   (:mod:`worker.driver`): each item on the state the previous one produced.
 - :mod:`~worker.pipeline.committer` commits the window, deciding the next one meanwhile

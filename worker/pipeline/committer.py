@@ -34,6 +34,7 @@ from worker.broker import BrokerLink
 from worker.driver import Aborted, RuntimeDriver
 from worker.faults import NO_FAULTS, FaultPlan
 from worker.metrics import Metrics
+from worker.pipeline.authz import Access
 from worker.pipeline.decide import Window, decide_window
 from worker.pipeline.inbox import Delivery, Inbox
 from worker.pipeline.isolation import Isolation
@@ -46,7 +47,8 @@ from worker.watchdog import Watchdog
 
 class Committer:
     def __init__(
-        self, driver: RuntimeDriver, broker: BrokerLink, *, limits: Limits, delivery_limit: int,
+        self, driver: RuntimeDriver, broker: BrokerLink, *, limits: Limits, access: Access,
+        delivery_limit: int,
         window_seconds: float = 0.005, max_batch: int = 256, commits_in_flight: int = 2,
         on_commit: Callable[[], None] = lambda: None, metrics: Metrics | None = None,
         watchdog: Watchdog | None = None, faults: FaultPlan = NO_FAULTS,
@@ -55,6 +57,7 @@ class Committer:
         watchdog = watchdog or Watchdog(stall_seconds=60.0)
         self._driver = driver
         self._limits = limits
+        self._access = access
         self._window = window_seconds
         self._max_batch = max_batch
         self._slots = asyncio.Semaphore(commits_in_flight)
@@ -62,7 +65,8 @@ class Committer:
         self._watchdog = watchdog
         self._faults = faults
         self._settler = Settler(broker, metrics=metrics, watchdog=watchdog, on_commit=on_commit,
-                                on_settled=lambda settled: self._isolation.settled(settled))
+                                on_settled=lambda settled: self._isolation.settled(settled),
+                                reply_allowed=access.reply_allowed)
         self._inbox = Inbox(on_drop=self._dropped)
         self._isolation = Isolation(self._inbox, delivery_limit=delivery_limit, metrics=metrics,
                                     drop=driver.drop, progressed=watchdog.progressed)
@@ -81,7 +85,9 @@ class Committer:
             self._settler.dropped(1)
             return
         parsed = parse_delivery(message.body, message.type, self._limits,
-                                routing_key=message.routing_key, message_id=message.message_id)
+                                routing_key=message.routing_key, message_id=message.message_id,
+                                exchange=message.exchange, user_id=message.user_id,
+                                access=self._access)
         self._settler.received(message, channel, parsed)
         self._inbox.put(Delivery(message, channel, parsed))
 

@@ -16,6 +16,12 @@ an Unparseable is dead-lettered at once. The checks run cheapest and most fundam
 6. the AMQP ``message_id`` against the input or command id, the id the producer and the
    dead-letter tools know the message by.
 
+With an :class:`~worker.pipeline.authz.Access` (the worker always passes one), two more checks
+refuse with ``unauthorized`` (:mod:`worker.pipeline.authz` holds the rules): the exchange the
+message was published to must be the one of its kind (after step 4, as soon as the kind is
+known), and a command's publisher (``user_id``) must be on the command's allow-list, if it has
+one (after step 6, once the command type is known).
+
 ``Unparseable.runtime_id`` says which runtime's event stream records the rejection. It is the
 body's ``runtime_id`` when readable, except when the routing key disagrees: then it is the routing
 key's runtime (if the key is a valid runtime id, else none). That is the runtime whose shard the
@@ -44,7 +50,9 @@ from schemas import (
     Limits,
     Malformed,
     TooLarge,
+    Unauthorized,
 )
+from worker.pipeline.authz import Access
 from worker.pipeline.wire import NotStrictJson, read_strict_json
 
 _RUNTIME_ID = re.compile(RUNTIME_ID_PATTERN)
@@ -66,9 +74,10 @@ class ParsedCommand:
 
 @dataclass(frozen=True)
 class Unparseable:
-    """A permanent failure: the body cannot be what the contract says."""
+    """A permanent failure: the body cannot be what the contract says, or it did not come the
+    way it must (``unauthorized``)."""
 
-    reason: Malformed | TooLarge
+    reason: Malformed | TooLarge | Unauthorized
     runtime_id: str | None
     """The runtime whose stream records the rejection (see the module docstring), if any."""
     is_command: bool
@@ -84,14 +93,20 @@ def parse_delivery(
     *,
     routing_key: str | None = None,
     message_id: str | None = None,
+    exchange: str | None = None,
+    user_id: str | None = None,
+    access: Access | None = None,
 ) -> ParsedMessage:
     """Parse by the AMQP ``type`` (or, when absent, by which envelope key the body carries).
 
     ``routing_key``, when given, must be the body's ``runtime_id``; ``message_id``, when given
-    and not empty, must be the input id or the command id. Never raises.
+    and not empty, must be the input id or the command id. With ``access``, the message must
+    have been published to ``exchange`` for its kind and a command's ``user_id`` must be
+    allowed to send it. Never raises.
     """
     try:
-        return _parse(body, message_type, limits, routing_key, message_id)
+        return _parse(body, message_type, limits, routing_key, message_id,
+                      _Origin(exchange or "", user_id, access))
     except Exception as exc:  # the last guard: a parser bug must not take the committer down
         detail = f"body could not be parsed ({type(exc).__name__})"
         return Unparseable(Malformed(detail=detail), None, message_type == COMMAND_MESSAGE_TYPE)
@@ -103,6 +118,7 @@ def _parse(
     limits: Limits,
     routing_key: str | None,
     message_id: str | None,
+    origin: _Origin,
 ) -> ParsedMessage:
     typed_command = message_type == COMMAND_MESSAGE_TYPE
     if len(body) > limits.max_message_bytes:
@@ -114,7 +130,7 @@ def _parse(
         document = read_strict_json(body, limits.max_json_depth)
     except NotStrictJson as exc:
         return Unparseable(Malformed(detail=exc.detail), None, typed_command)
-    is_command = _is_command(message_type, document)
+    is_command = reads_as_command(message_type, document)
     named = _runtime_id_of(document)
     if routing_key is not None and isinstance(named, str) and named != routing_key:
         detail = (
@@ -122,6 +138,9 @@ def _parse(
         )
         return Unparseable(Malformed(detail=detail), _valid_id(routing_key), is_command)
     recorded = _valid_id(named)
+    refusal = origin.exchange_refusal(is_command)
+    if refusal is not None:
+        return Unparseable(refusal, recorded, is_command)
     if message_type not in (None, "", INPUT_MESSAGE_TYPE, COMMAND_MESSAGE_TYPE):
         detail = f"unknown message type {_shown(message_type)}"
         return Unparseable(Malformed(detail=detail), recorded, is_command)
@@ -132,7 +151,30 @@ def _parse(
     mismatch = _message_id_mismatch(parsed, message_id)
     if mismatch is not None:
         return Unparseable(Malformed(detail=mismatch), parsed.runtime_id, is_command)
+    if isinstance(parsed, ParsedCommand):
+        refusal = origin.user_refusal(parsed.command.command_type)
+        if refusal is not None:
+            return Unparseable(refusal, parsed.runtime_id, True)
     return parsed
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """How the delivery came: the exchange it was published to and its publisher."""
+
+    exchange: str
+    user_id: str | None
+    access: Access | None
+
+    def exchange_refusal(self, is_command: bool) -> Unauthorized | None:
+        if self.access is None:
+            return None
+        return self.access.origin_refusal(self.exchange, is_command)
+
+    def user_refusal(self, command_type: str) -> Unauthorized | None:
+        if self.access is None:
+            return None
+        return self.access.user_refusal(command_type, self.user_id)
 
 
 def _validate(document: Any, is_command: bool, size: int) -> ParsedInput | ParsedCommand:
@@ -160,7 +202,8 @@ def _message_id_mismatch(parsed: ParsedInput | ParsedCommand, message_id: str | 
     return f"message_id {_shown(message_id)} is not the {name} {own}"
 
 
-def _is_command(message_type: str | None, document: Any) -> bool:
+def reads_as_command(message_type: str | None, document: Any) -> bool:
+    """Whether a delivery is taken for a command: by its AMQP ``type``, else by its body."""
     if message_type == COMMAND_MESSAGE_TYPE:
         return True
     if message_type == INPUT_MESSAGE_TYPE:

@@ -2,15 +2,24 @@
 
 A lost reply is only logged: the message's effect is already committed, and a retry of the
 message would be recognised as a duplicate, not answered again from scratch.
+
+Only some ``reply_to`` names are answered (:func:`worker.pipeline.authz.reply_allowed`): direct
+reply-to, or queues named with ``MEERKAT_REPLY_QUEUE_PREFIX``. Any other is logged as
+``reply_refused`` and counted in ``meerkat_replies_refused_total``; the message itself is settled
+as usual.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from schemas import Outcome, Reply
+from worker.metrics import Metrics
+from worker.pipeline.authz import reply_allowed
 
 log = structlog.get_logger(__name__)
 
@@ -22,9 +31,19 @@ async def publish_reply(
     message: AbstractIncomingMessage,
     runtime_id: str | None,
     outcome: Outcome,
+    *,
+    allowed: Callable[[str], bool] = reply_allowed,
+    metrics: Metrics | None = None,
 ) -> None:
-    """Publish the outcome when the producer asked for one (``reply_to``)."""
+    """Publish the outcome when the producer asked for one (``reply_to``) at a name that is
+    ``allowed``."""
     if not message.reply_to:
+        return
+    if not allowed(message.reply_to):
+        log.warning("reply_refused", reply_to=message.reply_to[:200],
+                    message_id=message.message_id)
+        if metrics is not None:
+            metrics.replies_refused.inc()
         return
     if channel is None:
         log.warning("reply_failed", reply_to=message.reply_to, error="not connected")

@@ -6,8 +6,8 @@ is called only after the store's COMMIT returned (or, for a failure, after it wa
 | outcome of the delivery                          | settlement                                  |
 |--------------------------------------------------|---------------------------------------------|
 | committed: accepted, deduplicated, command done  | ack (with ``multiple=True`` when safe)      |
-| permanent failure (malformed, rejected, illegal) | copy to the dead-letter exchange with the   |
-|                                                  | reason in ``x-meerkat-error``, then ack     |
+| permanent failure (malformed, unauthorized,      | copy to the dead-letter exchange with the   |
+| rejected, illegal)                               | reason in ``x-meerkat-error``, then ack     |
 | failed, attempts left (held and retried here)    | nothing until it is decided again           |
 | failed ``MEERKAT_DELIVERY_LIMIT`` times          | dead-letter with the reason, then ack       |
 | its channel closed or was released               | nothing: the broker has returned it         |
@@ -35,12 +35,14 @@ import aio_pika
 import aiormq.abc
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
+from schemas import Unauthorized
 from worker.broker import BrokerLink, Link
 from worker.core import Decision
 from worker.metrics import Metrics
+from worker.pipeline.authz import reply_allowed
 from worker.pipeline.decide import Window
 from worker.pipeline.inbox import Delivery
-from worker.pipeline.parsing import ParsedCommand, ParsedInput, ParsedMessage
+from worker.pipeline.parsing import ParsedCommand, ParsedInput, ParsedMessage, Unparseable
 from worker.pipeline.policy import Action, Settlement, settlement_for
 from worker.pipeline.replies import publish_reply
 from worker.pipeline.steps import RunStep, Staged, StepKind, StepResult
@@ -163,7 +165,7 @@ D = TypeVar("D", bound=Decided)
 
 async def settle_batch(
     decided: Sequence[tuple[D, Settlement]], link: Link | None, metrics: Metrics,
-    unsettled: Unsettled | None = None,
+    unsettled: Unsettled | None = None, reply_allowed: Callable[[str], bool] = reply_allowed,
 ) -> tuple[list[D], list[D]]:
     """Carry out each settlement: dead letters first (each confirmed, then acked), then the
     acks, then the replies. Returns (settled, lost): a lost delivery could not be settled on
@@ -196,7 +198,8 @@ async def settle_batch(
     channel = link.publish_channel if link is not None else None
     for delivery, settlement in decided:
         if settlement.reply is not None and delivery not in gone:
-            await publish_reply(channel, delivery.message, delivery.runtime_id, settlement.reply)
+            await publish_reply(channel, delivery.message, delivery.runtime_id, settlement.reply,
+                                allowed=reply_allowed, metrics=metrics)
     return settled, lost
 
 
@@ -207,8 +210,10 @@ class Settler:
     def __init__(
         self, broker: BrokerLink, *, metrics: Metrics, watchdog: Watchdog,
         on_commit: Callable[[], None], on_settled: Callable[[list[Delivery]], None],
+        reply_allowed: Callable[[str], bool] = reply_allowed,
     ) -> None:
         self._broker = broker
+        self._reply_allowed = reply_allowed
         self._metrics = metrics
         self._watchdog = watchdog
         self._on_commit = on_commit
@@ -232,6 +237,8 @@ class Settler:
                  parsed: ParsedMessage) -> None:
         self._idle.clear()
         kind = {ParsedInput: "input", ParsedCommand: "command"}.get(type(parsed), "malformed")
+        if isinstance(parsed, Unparseable) and isinstance(parsed.reason, Unauthorized):
+            kind = "unauthorized"
         self._metrics.messages_received.labels(kind=kind).inc()
         self._unsettled.received(channel, message.delivery_tag)
 
@@ -264,7 +271,7 @@ class Settler:
         if not decided:
             return
         settled, lost = await settle_batch(decided, self._broker.link, self._metrics,
-                                           self._unsettled)
+                                           self._unsettled, self._reply_allowed)
         for delivery in lost:  # its channel died, or settling broke it: the broker has it back
             await _close_quietly(delivery.channel)
         self._on_settled(settled)
