@@ -111,6 +111,9 @@ class MemoryRuntimeStore:
         live = [r for r in _in_admission_order(stored.inputs.values()) if not r.is_terminal]
         return StoredRuntime.of(stored.row, live, stored.receipts, stored.writer.id)
 
+    async def load_runtimes(self, runtime_ids: Collection[str]) -> dict[str, StoredRuntime]:
+        return {runtime_id: await self.load_runtime(runtime_id) for runtime_id in runtime_ids}
+
     async def find_input(
         self, runtime_id: str, input_id: UUID, idempotency_key: str | None
     ) -> UUID | None:

@@ -111,6 +111,11 @@ class RuntimeStateStore(Protocol):
         """Row + non-terminal inputs + receipts present for applied inputs."""
         ...
 
+    async def load_runtimes(self, runtime_ids: Collection[str]) -> dict[str, StoredRuntime]:
+        """:meth:`load_runtime` of each of ``runtime_ids`` (every one is in the answer), read
+        at once from one snapshot of the store."""
+        ...
+
     async def find_input(
         self, runtime_id: str, input_id: UUID, idempotency_key: str | None
     ) -> UUID | None:

@@ -117,6 +117,44 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership):
         writer = None if found is None else found._mapping["last_writer"]
         return StoredRuntime.of(row, records, stored, writer)
 
+    async def load_runtimes(self, runtime_ids: Collection[str]) -> dict[str, StoredRuntime]:
+        ids = sorted(set(runtime_ids))
+        if not ids:
+            return {}
+        records: dict[str, list[InputRecord]] = {}
+        stored: set[tuple[str, UUID, int]] = set()
+        async with self._reading(consistent=True) as conn:
+            result = await conn.execute(select(runtimes).where(runtimes.c.runtime_id.in_(ids)))
+            found = {row.runtime_id: row._mapping for row in result}
+            if found:
+                result = await conn.execute(
+                    select(inputs.c.runtime_id, inputs.c.state)
+                    .where(inputs.c.runtime_id.in_(sorted(found)),
+                           inputs.c.phase.in_(_LIVE_PHASES))
+                    .order_by(inputs.c.runtime_id, inputs.c.admission_seq, inputs.c.input_id)
+                )
+                for row in result:
+                    records.setdefault(row.runtime_id, []).append(input_from_state(row.state))
+            named = {run_id for r in records.values() for run_id, _ in receipts_named_by(r)}
+            if named:
+                result = await conn.execute(
+                    select(boundary_receipts.c.runtime_id, boundary_receipts.c.run_id,
+                           boundary_receipts.c.sequence).where(
+                        boundary_receipts.c.runtime_id.in_(sorted(records)),
+                        boundary_receipts.c.run_id.in_(sorted(named)),
+                    )
+                )
+                stored = {(row.runtime_id, row.run_id, row.sequence) for row in result}
+        loaded: dict[str, StoredRuntime] = {}
+        for runtime_id in ids:
+            mapping = found.get(runtime_id)
+            receipts = {(run, seq) for rid, run, seq in stored if rid == runtime_id}
+            loaded[runtime_id] = StoredRuntime.of(
+                None if mapping is None else runtime_from_row(mapping),
+                records.get(runtime_id, ()), receipts,
+                None if mapping is None else mapping["last_writer"])
+        return loaded
+
     @staticmethod
     async def _inputs(
         conn: AsyncConnection, runtime_id: str, *, live_only: bool

@@ -38,6 +38,7 @@ _T = TypeVar("_T")
 STORE_METHODS = frozenset(
     {
         "load_runtime",
+        "load_runtimes",
         "find_input",
         "find_command",
         "commit",
@@ -126,6 +127,10 @@ class FaultyStore:
 
     async def load_runtime(self, runtime_id: str) -> StoredRuntime:
         return await self.plan.through("load_runtime", lambda: self.inner.load_runtime(runtime_id))
+
+    async def load_runtimes(self, runtime_ids: Collection[str]) -> dict[str, StoredRuntime]:
+        return await self.plan.through("load_runtimes",
+                                       lambda: self.inner.load_runtimes(runtime_ids))
 
     async def find_input(
         self, runtime_id: str, input_id: UUID, idempotency_key: str | None

@@ -297,3 +297,29 @@ async def test_an_input_whose_runs_keep_crashing_the_worker_is_abandoned(
     assert stored.phase is InputPhase.ABANDONED
     assert stored.abandon_reason == AttemptsExhausted(attempts=MAX_STAGE_ATTEMPTS)
     assert await process.start_run(runtime_id) is None
+
+
+async def test_a_window_of_runtimes_is_loaded_in_one_read_and_recovered_as_alone(
+    harness: Harness,
+) -> None:
+    crashed = new_runtime_id()
+    await harness.accept_input(crashed, prompt("in a run when the worker died"))
+    assert await harness.start_run(crashed) is not None
+    settled = new_runtime_id()
+    await harness.accept_input(settled, prompt("queued"))
+    fresh = new_runtime_id()
+    after = harness.restart()  # a new process: nothing cached
+
+    async with after.driver.transaction() as transaction:
+        await transaction.prefetch([crashed, settled, fresh, crashed])
+        loads = [entry for entry in after.journal if entry.startswith("store.load_runtime")]
+        assert loads == ["store.load_runtimes"]
+        requeued = after.driver.cached(crashed)
+        assert requeued is not None
+        assert requeued.current_run is None
+        assert [r.phase for r in requeued.inputs.values()] == [InputPhase.QUEUED]
+        assert after.driver.cached(settled) is not None
+        await transaction.accept_input(fresh, prompt("a new runtime"))
+        await transaction.commit()
+    assert set((await after.phases(crashed)).values()) == {InputPhase.QUEUED}
+    assert set((await after.phases(fresh)).values()) == {InputPhase.QUEUED}

@@ -260,6 +260,27 @@ async def test_a_load_reports_the_receipts_of_applied_inputs(
     assert await runtime_store.list_receipts(runtime_id, limit=1) == [receipts[2]]
 
 
+async def test_runtimes_load_at_once_as_each_loads_alone(runtime_store: RuntimeStore) -> None:
+    done = uuid4()
+    applied = record(1, phase=InputPhase.APPLIED, run=(done, 1))
+    with_receipt = await created(runtime_store, applied, record(2))
+    await runtime_store.commit([step(with_receipt, 2, PutReceipt(receipt(with_receipt, done)))])
+    plain = await created(runtime_store, record(1), record(2, phase=InputPhase.CONSUMED),
+                          record(3, phase=InputPhase.STAGED))
+    empty = await created(runtime_store)
+    missing = new_runtime_id()
+    wanted = [plain, with_receipt, empty, missing]
+
+    loaded = await runtime_store.load_runtimes(wanted)
+
+    assert set(loaded) == set(wanted)
+    for runtime_id in wanted:
+        assert loaded[runtime_id] == await runtime_store.load_runtime(runtime_id), runtime_id
+    assert loaded[with_receipt].receipts == frozenset({(done, 1)})
+    assert loaded[missing].row is None
+    assert await runtime_store.load_runtimes([]) == {}
+
+
 async def test_the_snapshot_is_replaced_by_the_latest(runtime_store: RuntimeStore) -> None:
     runtime_id = await created(runtime_store)
     run_id = uuid4()

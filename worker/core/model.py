@@ -140,7 +140,9 @@ class Runtime:
         waiting = [
             r for r in self.inputs.values() if r.phase is InputPhase.QUEUED and r.lane is lane
         ]
-        return sorted(waiting, key=lambda r: (r.admission_seq, str(r.input_id)))
+        # Ties cannot happen (sequences are unique per runtime); the id (whose numeric order is
+        # its text's order) only makes the order total.
+        return sorted(waiting, key=lambda r: (r.admission_seq, r.input_id))
 
     def find_key(self, idempotency_key: str) -> InputRecord | None:
         for record in self.inputs.values():

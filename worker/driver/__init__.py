@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from uuid import UUID
 
-from persistence.ports import BlobStore, RuntimeStateStore
+from persistence.ports import BlobStore, RuntimeStateStore, StoredRuntime
 from schemas import DEFAULT_LIMITS, Limits
 from worker.core import (
     Context,
@@ -76,7 +76,8 @@ class RuntimeDriver:
         if destroy_unknown_runtimes:  # only ``destroy`` may tombstone a runtime never stored
             unknown = UnknownRuntimes.DESTROY_ONLY
         self._transactions = Transactions(Setup(
-            cache=self._cache, store=store, blobs=blobs, load=self.load, context=context,
+            cache=self._cache, store=store, blobs=blobs, load=self.load,
+            prefetch=self.prefetch, context=context,
             limits=limits, max_batch=max_batch, unknown_runtimes=unknown, faults=faults,
         ))
 
@@ -163,8 +164,30 @@ class RuntimeDriver:
             if not lock.locked() and self._loading.get(runtime_id) is lock:
                 del self._loading[runtime_id]
 
-    async def _cold_load(self, runtime_id: str) -> Runtime:
-        stored = await self._store.load_runtime(runtime_id)
+    async def prefetch(self, runtime_ids: Iterable[str]) -> None:
+        """Cold-load, in one read of the store, those of ``runtime_ids`` that are neither
+        cached nor being loaded (a window's runtimes: one read instead of one per runtime)."""
+        wanted = [r for r in dict.fromkeys(runtime_ids)
+                  if self._cache.get(r) is None and r not in self._loading]
+        if len(wanted) < 2:
+            return
+        locks = {r: self._loading.setdefault(r, asyncio.Lock()) for r in wanted}
+        for lock in locks.values():
+            await lock.acquire()  # new and free: taken at once, before any await yields
+        try:
+            stored = await self._store.load_runtimes(wanted)
+            for runtime_id in wanted:
+                if self._cache.get(runtime_id) is None:
+                    await self._cold_load(runtime_id, stored[runtime_id])
+        finally:
+            for runtime_id, lock in locks.items():
+                lock.release()
+                if not lock.locked() and self._loading.get(runtime_id) is lock:
+                    del self._loading[runtime_id]
+
+    async def _cold_load(self, runtime_id: str, stored: StoredRuntime | None = None) -> Runtime:
+        if stored is None:
+            stored = await self._store.load_runtime(runtime_id)
         row = stored.row
         if (row is not None and row.current_run_id is not None
                 and runtime_id not in self._cache.live_runs
@@ -185,4 +208,6 @@ class RuntimeDriver:
         if decision.recovery is not None and stored.row is not None:
             self._cache.recoveries[runtime_id] = decision.recovery
         self._cache.remember(runtime)
+        if stored.row is None:  # a runtime that does not exist yet has no session either
+            self._cache.snapshots[runtime_id] = None
         return runtime

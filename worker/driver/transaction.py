@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from uuid import UUID
@@ -80,6 +80,7 @@ class Setup:
     store: RuntimeStateStore
     blobs: BlobStore
     load: Callable[[str], Awaitable[Runtime]]
+    prefetch: Callable[[Iterable[str]], Awaitable[None]]
     context: Callable[[], Context]
     limits: Limits
     max_batch: int
@@ -164,6 +165,14 @@ class Transaction:
             seen.add(transaction.number)
             yield transaction
             stack.extend(t for t in transaction.parents if t.state is State.OPEN)
+
+    async def prefetch(self, runtime_ids: Iterable[str]) -> None:
+        """Load at once the runtimes this transaction is about to decide on that no open
+        transaction works on and the cache lacks."""
+        await self._setup.prefetch(
+            r for r in runtime_ids
+            if r not in self.working and self._registry.working(r, self) is None
+        )
 
     # -- decisions ---------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ class Window:
 async def decide_window(transaction: Transaction, window: list[Item]) -> list[Decision | None]:
     """The decision of each item (None: nothing to commit for it), in window order."""
     look_up = len(window) == 1
+    await transaction.prefetch(i.runtime_id for i in window if i.runtime_id is not None)
     decided: list[Decision | None] = []
     for item in window:
         if isinstance(item, RunStep):
