@@ -90,7 +90,8 @@ async def stack_factory(
 ) -> AsyncIterator[StackFactory]:
     """``await make(executor=None, delivery_limit=5)`` starts a worker; all stop at teardown.
 
-    ``make(topology=other.topology, worker_id=...)`` starts another worker on the same topology.
+    ``make(topology=other.topology, worker_id=...)`` starts another worker on the same topology;
+    any other keyword is a setting (``database_url=SecretStr(url)`` for a database of its own).
     """
     started: list[Stack] = []
 
@@ -99,12 +100,13 @@ async def stack_factory(
                    serve_http: bool = False, **overrides: Any) -> Stack:
         if topology is None:
             topology = topology_factory(shards=4, delivery_limit=delivery_limit)
-        settings = Settings(
-            amqp_url=SecretStr(amqp_url), database_url=SecretStr(postgres_url),
-            blob_url=SecretStr(s3_url),
-            shards=topology.shards, delivery_limit=topology.delivery_limit, http_port=0,
-            group_commit_window_ms=5, shutdown_grace_seconds=5, **overrides,
-        )
+        values: dict[str, Any] = {
+            "amqp_url": SecretStr(amqp_url), "database_url": SecretStr(postgres_url),
+            "blob_url": SecretStr(s3_url),
+            "shards": topology.shards, "delivery_limit": topology.delivery_limit,
+            "http_port": 0, "group_commit_window_ms": 5, "shutdown_grace_seconds": 5,
+        }
+        settings = Settings(**{**values, **overrides})
         worker = Worker(settings, topology, executor=executor, serve_http=serve_http,
                         worker_id=worker_id)
         await worker.start()
