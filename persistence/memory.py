@@ -22,7 +22,16 @@ from uuid import UUID
 
 from persistence.codec import blob_ids_of, to_utc
 from persistence.errors import DuplicateRow, ReceiptConflict, StoreError, VersionConflict
-from persistence.ports import ANONYMOUS, OutboxEntry, OutboxEvent, StoredRuntime, Writer
+from persistence.ports import (
+    ANONYMOUS,
+    PRUNE_BATCH,
+    OutboxEntry,
+    OutboxEvent,
+    PruneReport,
+    StoredRuntime,
+    Writer,
+    check_prune_arguments,
+)
 from schemas import CommandCompleted, EventEnvelope, RuntimePhase
 from worker.core.model import (
     BoundaryReceipt,
@@ -49,6 +58,8 @@ class _Stored:
     receipts: dict[tuple[UUID, int], BoundaryReceipt] = field(default_factory=dict)
     snapshot: SessionSnapshot | None = None
     commands: dict[UUID, CommandCompleted] = field(default_factory=dict)
+    command_times: dict[UUID, datetime] = field(default_factory=dict)
+    """When each command was processed (``processed_commands.processed_at``)."""
     writer: Writer = ANONYMOUS
 
 
@@ -151,7 +162,7 @@ class MemoryRuntimeStore:
         if runtime_id not in staged:
             current = self._db.runtimes.get(runtime_id)
             staged[runtime_id] = copy.copy(current) if current else _Stored()
-            for name in ("inputs", "receipts", "commands"):
+            for name in ("inputs", "receipts", "commands", "command_times"):
                 setattr(staged[runtime_id], name, dict(getattr(staged[runtime_id], name)))
         return staged[runtime_id]
 
@@ -192,6 +203,7 @@ class MemoryRuntimeStore:
                     raise DuplicateRow("command id", f"command {command_id}")
                 _check_times(at)
                 target.commands[command_id] = outcome
+                target.command_times[command_id] = to_utc(at)
 
     async def runtimes_with_pending_work(
         self, limit: int = 10_000, *, group: str | None = None,
@@ -250,6 +262,23 @@ class MemoryRuntimeStore:
             for blob_id in blob_ids_of(record)
         }
 
+    async def prune(
+        self, now: datetime, *, sent_events_before: datetime, terminal_before: datetime,
+        batch: int = PRUNE_BATCH,
+    ) -> PruneReport:
+        """The rules of :meth:`persistence.ports.RetentionStore.prune`, all at once (nothing
+        here holds a lock another writer waits on for long)."""
+        check_prune_arguments(now, sent_events_before, terminal_before, batch)
+        async with self._db.lock:
+            sent = [p for p, o in self._db.outbox.items()
+                    if o.sent_at is not None and o.sent_at < to_utc(sent_events_before)]
+            for position in sent:
+                del self._db.outbox[position]
+            report = PruneReport(events=len(sent))
+            for stored in self._db.runtimes.values():
+                report += _prune_runtime(stored, to_utc(terminal_before))
+        return report
+
     # HistoryReader: read-only, whole histories, for the history checker.
 
     async def read_runtime_row(self, runtime_id: str) -> RuntimeRow | None:
@@ -290,6 +319,24 @@ class MemoryRuntimeStore:
 
     async def leave(self, worker_id: str) -> None:
         self._db.workers.pop(worker_id, None)
+
+
+def _prune_runtime(stored: _Stored, before: datetime) -> PruneReport:
+    """Delete one runtime's old terminal inputs, then its old receipts none of whose inputs is
+    live, then its old command records."""
+    old = [i for i, r in stored.inputs.items() if r.is_terminal and to_utc(r.updated_at) < before]
+    for input_id in old:
+        del stored.inputs[input_id]
+    live = {i for i, r in stored.inputs.items() if not r.is_terminal}
+    receipts = [k for k, r in stored.receipts.items()
+                if to_utc(r.committed_at) < before and live.isdisjoint(r.contributing_input_ids)]
+    for key in receipts:
+        del stored.receipts[key]
+    commands = [c for c, at in stored.command_times.items() if at < before]
+    for command_id in commands:
+        del stored.commands[command_id]
+        del stored.command_times[command_id]
+    return PruneReport(inputs=len(old), receipts=len(receipts), commands=len(commands))
 
 
 def _in_admission_order(records: Iterable[InputRecord]) -> list[InputRecord]:

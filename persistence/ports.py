@@ -1,9 +1,10 @@
 """The ports of the persistence layer, as ``typing.Protocol`` s, one per concern.
 
 Runtime state (:class:`RuntimeStateStore`), the outbox (:class:`OutboxStore`), inspection
-(:class:`InspectionStore`), membership (:class:`MembershipStore`) and the history checker's reads
-(:class:`HistoryReader`) are kept apart so that each caller names only what it uses;
-:class:`RuntimeStore` is all of the first four together, what
+(:class:`InspectionStore`), membership (:class:`MembershipStore`), retention
+(:class:`RetentionStore`) and the history checker's reads (:class:`HistoryReader`) are kept
+apart so that each caller names only what it uses; :class:`RuntimeStore` is all of the first
+five together, what
 :func:`persistence.factory.open_runtime_store` returns. Blob storage is :class:`BlobStore`.
 
 Every implementation (in-memory, SQLite, PostgreSQL; memory, filesystem, S3) passes the same
@@ -205,7 +206,78 @@ class MembershipStore(Protocol):
         ...
 
 
-class RuntimeStore(RuntimeStateStore, OutboxStore, InspectionStore, MembershipStore, Protocol):
+@dataclass(frozen=True)
+class PruneReport:
+    """Rows one :meth:`RetentionStore.prune` deleted, per table."""
+
+    events: int = 0
+    inputs: int = 0
+    receipts: int = 0
+    commands: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.events + self.inputs + self.receipts + self.commands
+
+    def counts(self) -> dict[str, int]:
+        """Table name → rows deleted (the ``table`` label of the retention counter)."""
+        return {"event_outbox": self.events, "inputs": self.inputs,
+                "boundary_receipts": self.receipts, "processed_commands": self.commands}
+
+    def __add__(self, other: PruneReport) -> PruneReport:
+        return PruneReport(self.events + other.events, self.inputs + other.inputs,
+                           self.receipts + other.receipts, self.commands + other.commands)
+
+
+PRUNE_BATCH = 1000
+"""Rows one prune deletes per table and transaction: no run holds its locks for long."""
+
+
+def check_prune_arguments(
+    now: datetime, sent_events_before: datetime, terminal_before: datetime, batch: int
+) -> None:
+    """Refuse cutoffs in the future (they would delete what was just written) and empty
+    batches; every store checks the same way."""
+    for name, cutoff in (("sent_events_before", sent_events_before),
+                         ("terminal_before", terminal_before)):
+        if cutoff > now:
+            raise ValueError(f"{name} {cutoff.isoformat()} is after now ({now.isoformat()})")
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, not {batch}")
+
+
+class RetentionStore(Protocol):
+    """What the pruner uses: deleting what is no longer needed, so the tables stop growing."""
+
+    async def prune(
+        self, now: datetime, *, sent_events_before: datetime, terminal_before: datetime,
+        batch: int = PRUNE_BATCH,
+    ) -> PruneReport:
+        """Delete, in transactions of at most ``batch`` rows per table, until none is left:
+
+        - outbox events marked sent before ``sent_events_before`` (unsent ones never);
+        - inputs in a terminal phase (consumed, abandoned, superseded, coalesced) last updated
+          before ``terminal_before``: never a live input;
+        - boundary receipts committed before ``terminal_before`` none of whose contributing
+          inputs is live (a live applied input still needs its receipt at a cold load);
+        - processed commands recorded before ``terminal_before``.
+
+        Runtime rows and session snapshots are never deleted. What this keeps is what dedupe
+        promises: inside the window (``terminal_before`` is ``now`` less the dedupe window) a
+        redelivered or re-published input id, idempotency key or command id is still found by
+        ``find_input`` / ``find_command``; once pruned, it is accepted as new.
+
+        Safe to run from several workers at once: each deletes what it finds, a row deleted by
+        another is simply not counted twice (PostgreSQL skips rows another prune has locked).
+        Raises ``ValueError`` when a cutoff is after ``now``, ``StoreUnavailable`` when the
+        database is away (what earlier batches deleted stays deleted).
+        """
+        ...
+
+
+class RuntimeStore(
+    RuntimeStateStore, OutboxStore, InspectionStore, MembershipStore, RetentionStore, Protocol
+):
     """Every port of one runtime database, as opened by the factory; whoever opened it closes
     it."""
 

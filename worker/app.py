@@ -1,5 +1,6 @@
 """The worker process: wires the store, blob store, driver, broker link, consumers, committer,
-run loop, outbox relay, membership and HTTP endpoint, supervises them, and stops gracefully.
+run loop, outbox relay, membership, retention (the pruner, :mod:`worker.retention`) and HTTP
+endpoint, supervises them, and stops gracefully.
 
 Every long-lived task runs under the :class:`~worker.supervisor.Supervisor`: a task that dies
 is logged with its exception and restarted with backoff, and one that keeps dying brings the
@@ -42,6 +43,7 @@ from worker.metrics import Metrics
 from worker.outbox import OutboxRelay
 from worker.pipeline.authz import Access, command_users
 from worker.pipeline.committer import Committer
+from worker.retention import Retention, RetentionPolicy, prunes_here
 from worker.runs.executors import Executor, load_executor
 from worker.runs.loop import RunLoop
 from worker.runs.restore import Restorer
@@ -91,6 +93,7 @@ class Worker:
     health: HealthServer | None = None
     membership: Membership | None = None
     watchdog: Watchdog | None = None
+    retention: Retention | None = None
     supervisor: Supervisor | None = None
     fatal: tuple[str, BaseException] | None = None
     """The task that failed for good, and why; the worker is then stopping."""
@@ -143,6 +146,7 @@ class Worker:
             )
             await self.membership.start()
         await self.resume_left_work()
+        self._start_retention()
         if self.serve_http:
             await self._serve_health()
         log.info("worker_started", shards=len(shards),
@@ -173,6 +177,27 @@ class Worker:
         self.supervisor.spawn("outbox", self.outbox.run)
         if self.settings.membership:
             self.supervisor.spawn("sweep", self._sweep)
+
+    def _start_retention(self) -> None:
+        """The pruner and the dead queue's gauge, once the broker link is up (its first pass
+        measures the dead queue at once)."""
+        assert self.store is not None
+        assert self.broker is not None
+        assert self.supervisor is not None
+        broker, dead_queue = self.broker, self.topology.dead_queue
+
+        async def measure() -> int:
+            return await broker.message_count(dead_queue)
+
+        self.retention = Retention(
+            self.store, RetentionPolicy.from_settings(self.settings), self.metrics,
+            measure_dead_queue=measure,
+            dead_letter_max_length=self.topology.dead_letter_max_length,
+            should_prune=lambda: prunes_here(
+                self.worker_id, self.membership.live if self.membership else []
+            ),
+        )
+        self.supervisor.spawn("retention", self.retention.run)
 
     def _on_fatal(self, name: str, exc: BaseException) -> None:
         log.error("task_fatal", task=name, error=repr(exc))

@@ -163,6 +163,22 @@ class BrokerLink:
             self._link = link
             self._changed.notify_all()
 
+    async def message_count(self, queue: str) -> int:
+        """Ready messages in ``queue``, by a passive declare on a channel of its own (a missing
+        queue closes the channel it was asked on; the publish channel must not be that one).
+        Raises when the link is down or the queue does not exist."""
+        link = self.link
+        if link is None:
+            raise ReadinessError("not connected to the broker")
+        channel = await link.connection.channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+            return declared.declaration_result.message_count or 0
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+
     async def readiness(self) -> None:
         if self.link is None:
             raise ReadinessError("not connected to the broker")

@@ -135,6 +135,21 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(
         5.0, gt=0, description="membership heartbeat interval; a worker is gone after 3 missed"
     )
+    outbox_retention_seconds: float = Field(
+        3600.0, gt=0, description="sent outbox events older than this are deleted"
+    )
+    dedupe_window_seconds: float = Field(
+        7 * 86400.0, gt=0,
+        description="terminal inputs, their receipts and processed commands are kept (and "
+        "a redelivered id or idempotency key recognised) for this long, then pruned",
+    )
+    retention_interval_seconds: float = Field(
+        60.0, gt=0, description="how often the pruner runs (and the dead queue is measured)"
+    )
+    dead_letter_max_length: int = Field(
+        100_000, ge=1,
+        description="x-max-length of the dead queue; past it the oldest dead letters are dropped",
+    )
 
     @classmethod
     def settings_customise_sources(

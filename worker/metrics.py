@@ -135,6 +135,31 @@ class Metrics:
             registry=r,
         )
 
+        self.retention_deleted = Counter(
+            f"{PREFIX}_retention_deleted",
+            "Rows the pruner deleted, by table (event_outbox, inputs, boundary_receipts, "
+            "processed_commands).",
+            ["table"],
+            registry=r,
+        )
+        self.retention_failures = Counter(
+            f"{PREFIX}_retention_failures",
+            "Retention steps that failed and wait for the next interval, by step "
+            "(prune, dead_letter_queue).",
+            ["step"],
+            registry=r,
+        )
+        self.dead_letter_queue_messages = Gauge(
+            f"{PREFIX}_dead_letter_queue_messages",
+            "Messages in the dead queue when it was last measured.",
+            registry=r,
+        )
+        self.dead_letter_queue_max_length = Gauge(
+            f"{PREFIX}_dead_letter_queue_max_length",
+            "The dead queue's x-max-length: past it the oldest dead letters are dropped.",
+            registry=r,
+        )
+
         self.refreshers: list[Callable[[], None]] = []
         """Called before each render, to set gauges read from live objects."""
 

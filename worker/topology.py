@@ -36,6 +36,9 @@ RabbitMQ 3.10.8 (and pinned by ``tests/integration/test_topology.py``):
   source=commands)``, in aio-pika ``await ingress.bind(commands)``.
 - A ``user_id`` property that is not the publishing connection's user is refused by the broker
   with 406 PRECONDITION_FAILED (a channel error), so a delivered ``user_id`` names the publisher.
+- The dead queue is bounded: ``x-max-length`` with ``x-overflow: drop-head`` drops the oldest
+  dead letter when a new one arrives at the bound, so the newest are kept. Changing the bound of
+  an existing queue is refused (406 PRECONDITION_FAILED) like any other argument.
 - A missing exchange type is a *connection* error (503 COMMAND_INVALID "unknown exchange type"):
   the broker closes the whole connection, not just the channel. ``declare`` turns it into
   ``PluginMissing``; ``check`` probes the plugin on a connection of its own.
@@ -88,6 +91,8 @@ class Topology:
     shards: int = 16
     delivery_limit: int = 5
     prefix: str = "meerkat"
+    dead_letter_max_length: int = 100_000
+    """``x-max-length`` of the dead queue; past it the broker drops the oldest dead letter."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.shards <= MAX_SHARDS:
@@ -96,12 +101,17 @@ class Topology:
             raise ValueError(f"delivery_limit must be at least 1, not {self.delivery_limit}")
         if not self.prefix:
             raise ValueError("the name prefix must not be empty")
+        if self.dead_letter_max_length < 1:
+            raise ValueError(
+                f"dead_letter_max_length must be at least 1, not {self.dead_letter_max_length}"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
         """The deployment's topology from ``worker.config.Settings``."""
         return cls(shards=settings.shards, delivery_limit=settings.broker_delivery_limit,
-                   prefix=settings.topology_prefix)
+                   prefix=settings.topology_prefix,
+                   dead_letter_max_length=settings.dead_letter_max_length)
 
     @property
     def ingress_exchange(self) -> str:
@@ -148,7 +158,14 @@ class Topology:
         }
 
     def dead_queue_arguments(self) -> dict[str, Any]:
-        return {"x-queue-type": "quorum"}
+        # drop-head: when full, the oldest dead letter goes and the newest is kept (a quorum
+        # queue knows drop-head and reject-publish; refusing new dead letters would lose the
+        # ones an operator most likely wants to see).
+        return {
+            "x-queue-type": "quorum",
+            "x-max-length": self.dead_letter_max_length,
+            "x-overflow": "drop-head",
+        }
 
     def exchange_types(self) -> dict[str, str]:
         return {
@@ -186,9 +203,16 @@ class Topology:
         dead_letter = await channel.declare_exchange(
             self.dead_letter_exchange, ExchangeType.FANOUT, durable=True
         )
-        dead = await channel.declare_queue(
-            self.dead_queue, durable=True, arguments=self.dead_queue_arguments()
-        )
+        try:
+            dead = await channel.declare_queue(
+                self.dead_queue, durable=True, arguments=self.dead_queue_arguments()
+            )
+        except ChannelPreconditionFailed as exc:
+            raise TopologyError(
+                f"queue {self.dead_queue} was declared with other arguments: "
+                f"{_reply_text(exc)}; meerkat-worker topology check lists every difference "
+                "(the README's contract notes say how to re-declare the dead queue)"
+            ) from exc
         await dead.bind(dead_letter, routing_key="")
         await channel.declare_exchange(self.events_exchange, ExchangeType.TOPIC, durable=True)
         for name in self.queue_names():

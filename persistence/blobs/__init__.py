@@ -30,7 +30,7 @@ __all__ = [
     "redact_blob_url",
 ]
 
-_S3_OPTIONS = frozenset({"secure", "region"})
+_S3_OPTIONS = frozenset({"secure", "region", "ca_file"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -46,7 +46,9 @@ def open_blob_store(url: str, *, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES) -
     - ``memory://``
     - ``file://./blobs`` (relative to the working directory) or ``file:///abs/path``
     - ``s3://ACCESS:SECRET@HOST:PORT/BUCKET[/PREFIX]?secure=false[&region=R]`` (user and secret
-      are percent-decoded; ``secure`` defaults to true)
+      are percent-decoded; ``secure`` defaults to true: HTTPS, the server's certificate
+      verified; ``ca_file=/path/ca.pem`` verifies it against a CA bundle of your own instead
+      of ``SSL_CERT_FILE`` or certifi's)
     """
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
@@ -108,6 +110,7 @@ def _open_s3(url: str, max_blob_bytes: int) -> S3BlobStore:
         region=options["region"][-1] if "region" in options else None,
         prefix=unquote(prefix),
         max_blob_bytes=max_blob_bytes,
+        ca_file=unquote(options["ca_file"][-1]) if "ca_file" in options else None,
     )
 
 

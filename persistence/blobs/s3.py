@@ -60,13 +60,14 @@ class S3BlobStore:
         prefix: str = "",
         max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
         timeout_seconds: float = 10.0,
+        ca_file: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.bucket = bucket
         self.secure = secure
         self.max_blob_bytes = max_blob_bytes
         self.key_prefix = (prefix.strip("/") + "/" if prefix.strip("/") else "") + "images/"
-        self._http = _http_client(timeout_seconds)
+        self._http = _http_client(timeout_seconds, ca_file)
         self._client = Minio(
             endpoint,
             access_key=access_key,
@@ -210,13 +211,15 @@ class S3BlobStore:
             ) from exc
 
 
-def _http_client(timeout_seconds: float) -> urllib3.PoolManager:
+def _http_client(timeout_seconds: float, ca_file: str | None = None) -> urllib3.PoolManager:
     """The SDK's own defaults, except for shorter timeouts and fewer retries: a worker should
-    notice an outage in seconds, hold its batch and back off, not hang for minutes."""
+    notice an outage in seconds, hold its batch and back off, not hang for minutes. Server
+    certificates are verified against ``ca_file`` when given (a private CA), else
+    ``SSL_CERT_FILE``, else certifi's bundle."""
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=timeout_seconds, read=timeout_seconds),
         maxsize=16,
         cert_reqs="CERT_REQUIRED",
-        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        ca_certs=ca_file or os.environ.get("SSL_CERT_FILE") or certifi.where(),
         retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
     )

@@ -2,8 +2,9 @@
 
 One class, :class:`SqlRuntimeStore`, serves both databases and implements every port of
 :class:`persistence.ports.RuntimeStore` and :class:`persistence.ports.HistoryReader`: runtime
-state, the outbox and inspection here; membership in :mod:`persistence.sql.membership`; the
-history checker's reads in :mod:`persistence.sql.history`. Rows are mapped by
+state, the outbox and inspection here; membership in :mod:`persistence.sql.membership`; pruning
+in :mod:`persistence.sql.retention`; the history checker's reads in
+:mod:`persistence.sql.history`. Rows are mapped by
 :mod:`persistence.sql.rows`, and the statements of a commit are in :mod:`persistence.sql.writes`.
 The differences between the databases live in :mod:`persistence.sql.engine` (connection set-up)
 and :mod:`persistence.sql.connections` (SQLite writers serialised in-process; a cold load reads
@@ -26,6 +27,7 @@ from persistence.ports import OutboxEvent, StoredRuntime, Writer, receipts_named
 from persistence.sql.engine import database_url, make_engine
 from persistence.sql.history import SqlHistoryQueries
 from persistence.sql.membership import SqlMembership
+from persistence.sql.retention import SqlRetention
 from persistence.sql.rows import (
     command_from_outcome,
     event_from_body,
@@ -55,7 +57,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class SqlRuntimeStore(SqlHistoryQueries, SqlMembership):
+class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
     """``RuntimeStore`` (and ``HistoryReader``) over a SQL database. Open it with
     :func:`open_store`.
 

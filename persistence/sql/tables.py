@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 
 from schemas import Durability, InputKind, InputPhase, Lane, RuntimePhase
+from schemas.states import TERMINAL_INPUT_PHASES
 
 NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
@@ -116,6 +117,10 @@ runtimes = Table(
     Index(None, "phase"),
 )
 
+TERMINAL_PHASES = sorted(phase.value for phase in TERMINAL_INPUT_PHASES)
+TERMINAL_CONDITION = column("phase").in_(TERMINAL_PHASES)
+"""Rows of inputs in a terminal phase (the only ones the pruner may delete)."""
+
 inputs = Table(
     "inputs",
     metadata,
@@ -145,6 +150,13 @@ inputs = Table(
     Index(None, "runtime_id", "phase", "lane", "admission_seq"),
     # Finds the runtimes with pending work after a restart without reading terminal rows.
     Index(None, "phase", "runtime_id"),
+    # The pruner's scan: terminal rows by age, without reading live ones.
+    Index(
+        "ix_inputs_terminal_updated_at",
+        "updated_at",
+        postgresql_where=TERMINAL_CONDITION,
+        sqlite_where=TERMINAL_CONDITION,
+    ),
 )
 
 boundary_receipts = Table(
@@ -159,6 +171,7 @@ boundary_receipts = Table(
     Column("committed_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("runtime_id", "run_id", "sequence"),
     ForeignKeyConstraint(["runtime_id"], ["runtimes.runtime_id"]),
+    Index(None, "committed_at"),
 )
 
 session_snapshots = Table(
@@ -184,6 +197,7 @@ processed_commands = Table(
     Column("processed_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("runtime_id", "command_id"),
     ForeignKeyConstraint(["runtime_id"], ["runtimes.runtime_id"]),
+    Index(None, "processed_at"),
 )
 
 event_outbox = Table(
@@ -210,6 +224,13 @@ event_outbox = Table(
         "position",
         postgresql_where=column("sent_at").is_(None),
         sqlite_where=column("sent_at").is_(None),
+    ),
+    # The pruner's scan: sent events by the time they were sent.
+    Index(
+        "ix_event_outbox_sent_at",
+        "sent_at",
+        postgresql_where=column("sent_at").is_not(None),
+        sqlite_where=column("sent_at").is_not(None),
     ),
     # Positions are never reused, even after sent events are pruned.
     sqlite_autoincrement=True,

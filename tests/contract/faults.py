@@ -21,9 +21,11 @@ from uuid import UUID
 
 from persistence.errors import StoreError, StoreUnavailable
 from persistence.ports import (
+    PRUNE_BATCH,
     BlobInfo,
     BlobStore,
     OutboxEvent,
+    PruneReport,
     RuntimeStore,
     StoredBlob,
     StoredRuntime,
@@ -49,6 +51,7 @@ STORE_METHODS = frozenset(
         "list_receipts",
         "list_events",
         "fetch_unsent_events",
+        "prune",
         "mark_events_sent",
         "referenced_blob_ids",
         "ping",
@@ -211,6 +214,15 @@ class FaultyStore:
 
     async def leave(self, worker_id: str) -> None:
         await self.plan.through("leave", lambda: self.inner.leave(worker_id))
+
+    async def prune(
+        self, now: datetime, *, sent_events_before: datetime, terminal_before: datetime,
+        batch: int = PRUNE_BATCH,
+    ) -> PruneReport:
+        return await self.plan.through("prune", lambda: self.inner.prune(
+            now, sent_events_before=sent_events_before, terminal_before=terminal_before,
+            batch=batch,
+        ))
 
 
 class FaultyBlobStore:

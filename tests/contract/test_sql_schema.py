@@ -26,7 +26,15 @@ from persistence.memory import MemoryRuntimeStore
 from persistence.migrate import alembic_config, upgrade, upgrade_async
 from persistence.sql.engine import database_url, make_engine
 from persistence.sql.store import SqlRuntimeStore, open_store
-from persistence.sql.tables import CHECKED_ENUMS, enum_values, inputs, metadata, runtimes
+from persistence.sql.tables import (
+    CHECKED_ENUMS,
+    TERMINAL_PHASES,
+    enum_values,
+    inputs,
+    metadata,
+    runtimes,
+)
+from schemas import InputPhase
 from tests.contract.runtime_builders import created, row, step
 
 NOW = datetime(2026, 3, 14, tzinfo=UTC)
@@ -276,3 +284,20 @@ async def test_the_store_reconnects_after_its_connections_were_killed(postgres_u
     finally:
         await killer.dispose()
         await store.close()
+
+
+async def test_the_pruners_partial_index_covers_exactly_the_terminal_phases(
+    migrated: AsyncEngine,
+) -> None:
+    """The migration spells the terminal phases out; they must be the enum's (and the order
+    the pruner's query uses, for PostgreSQL to match the query with the index)."""
+    async with migrated.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            query = "SELECT indexdef FROM pg_indexes WHERE indexname = :n"
+        else:
+            query = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :n"
+        definition = (
+            await conn.execute(text(query), {"n": "ix_inputs_terminal_updated_at"})
+        ).scalar_one()
+    assert re.findall(r"'([^']*)'", definition) == TERMINAL_PHASES
+    assert sorted(p.value for p in InputPhase if p.is_terminal) == TERMINAL_PHASES

@@ -92,7 +92,8 @@ async def stack_factory(
 
     ``make(topology=other.topology, worker_id=...)`` starts another worker on the same topology;
     other keywords are settings (``amqp_url=SecretStr(...)`` connects the worker as another
-    broker user; the stack's own producer connection stays the fixture's).
+    broker user, ``database_url=SecretStr(url)`` gives it a database of its own; the stack's own
+    producer connection stays the fixture's).
     """
     started: list[Stack] = []
 
@@ -101,12 +102,13 @@ async def stack_factory(
                    serve_http: bool = False, **overrides: Any) -> Stack:
         if topology is None:
             topology = topology_factory(shards=4, delivery_limit=delivery_limit)
-        settings = Settings(**{
+        values: dict[str, Any] = {
             "amqp_url": SecretStr(amqp_url), "database_url": SecretStr(postgres_url),
             "blob_url": SecretStr(s3_url),
-            "shards": topology.shards, "delivery_limit": topology.delivery_limit, "http_port": 0,
-            "group_commit_window_ms": 5, "shutdown_grace_seconds": 5, **overrides,
-        })
+            "shards": topology.shards, "delivery_limit": topology.delivery_limit,
+            "http_port": 0, "group_commit_window_ms": 5, "shutdown_grace_seconds": 5,
+        }
+        settings = Settings(**{**values, **overrides})
         worker = Worker(settings, topology, executor=executor, serve_http=serve_http,
                         worker_id=worker_id)
         await worker.start()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 
+import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection, ExchangeType
 from pydantic import SecretStr
@@ -239,3 +241,41 @@ async def test_topology_check_without_a_broker_exits_3(
     err = capsys.readouterr().err
     assert "cannot reach the broker" in err
     assert "s3cret" not in err
+
+
+async def test_a_dead_queue_declared_without_its_bound_is_reported_and_refused(
+    amqp_connection: AbstractRobustConnection, topology: Topology
+) -> None:
+    """A dead queue of an older declaration (no ``x-max-length``): ``check`` names the
+    difference, ``declare`` refuses with the way out (drain, delete, declare again)."""
+    channel = await amqp_connection.channel()
+    await topology.declare(channel)
+    await channel.queue_delete(topology.dead_queue)
+    await channel.declare_queue(topology.dead_queue, durable=True,
+                                arguments={"x-queue-type": "quorum"})
+
+    problems = await topology.check(amqp_connection)
+
+    assert len(problems) == 1
+    assert problems[0].startswith(f"queue {topology.dead_queue} ")
+    assert "differs" in problems[0]
+    assert "x-max-length" in problems[0]
+    with pytest.raises(TopologyError, match=f"queue {topology.dead_queue} was declared with"):
+        await topology.declare(await amqp_connection.channel())
+
+
+async def test_the_dead_queue_keeps_the_newest_dead_letters_up_to_its_bound(
+    amqp_connection: AbstractRobustConnection, topology: Topology
+) -> None:
+    bounded = dataclasses.replace(topology, dead_letter_max_length=2)
+    channel = await amqp_connection.channel(publisher_confirms=True)
+    await bounded.declare(channel)
+    assert bounded.dead_queue_arguments()["x-overflow"] == "drop-head"
+    exchange = await channel.get_exchange(bounded.dead_letter_exchange)
+    for k in range(3):
+        await exchange.publish(aio_pika.Message(f"dead {k}".encode()), routing_key="rt:bound")
+
+    assert await message_counts(amqp_connection, [bounded.dead_queue]) == [2]
+    queue = await channel.get_queue(bounded.dead_queue)
+    kept = [await queue.get(no_ack=True) for _ in range(2)]
+    assert [m.body for m in kept] == [b"dead 1", b"dead 2"], "the oldest was dropped"

@@ -244,6 +244,10 @@ def test_every_named_metric_is_exported() -> None:
         "meerkat_task_restarts",
         "meerkat_deliveries_waiting",
         "meerkat_seconds_since_progress",
+        "meerkat_retention_deleted",
+        "meerkat_retention_failures",
+        "meerkat_dead_letter_queue_messages",
+        "meerkat_dead_letter_queue_max_length",
     }
 
 

@@ -14,7 +14,8 @@ refuse that).
 
 Listing takes messages with ``basic.get`` without acking and then returns them. On a quorum queue
 each return adds one to ``x-delivery-count``; the dead queue has no delivery limit, so that count
-only grows and nothing is lost.
+only grows and nothing is lost. The dead queue is bounded in length (``x-max-length``, dropping
+the oldest), which a listing does not change: it adds no message.
 """
 
 from __future__ import annotations
