@@ -123,9 +123,11 @@ class Committer:
                 if self._isolation.outage:
                     await self._wait_until_healthy()
                 items = await self._inbox.take(self._max_batch, self._window)
-                await self._faults.reach("committer_loop")
+                # From here the window is the one being decided: if the loop dies before it is
+                # committed, the restart finds it in ``_deciding`` and puts its items back.
                 window = self._deciding = Window(items, self._driver.transaction())
                 self._windows[window.transaction] = window
+                await self._faults.reach("committer_loop")
                 try:
                     window.decisions = await decide_window(window.transaction, items)
                 except Exception as exc:
