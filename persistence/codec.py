@@ -9,6 +9,7 @@ has no single meaning once it is stored, so it is refused rather than guessed.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -143,7 +144,10 @@ def decode_input(data: Mapping[str, Any]) -> InputRecord:
     )
 
 
+@functools.lru_cache(maxsize=65_536)
 def _encode_history(entry: HistoryEntry) -> Json:
+    """(Cached: a record's history is written again with every update of the record; the
+    encoding is shared, so callers serialise it and never change it.)"""
     return {
         "at": encode_time(entry.at),
         "from_phase": None if entry.from_phase is None else entry.from_phase.value,

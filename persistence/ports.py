@@ -87,6 +87,8 @@ class StoredRuntime:
 class OutboxEvent:
     position: int
     event: EventEnvelope
+    body: bytes | None = None
+    """The event's JSON as stored, when the store has it as text: published as it is."""
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ log = structlog.get_logger(__name__)
 def event_message(item: OutboxEvent) -> aio_pika.Message:
     event = item.event
     return aio_pika.Message(
-        body=event.model_dump_json().encode(),
+        body=item.body if item.body is not None else event.model_dump_json().encode(),
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=str(event.event_id),

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import URL, or_, select, text, union, update
+from sqlalchemy import URL, Text, cast, or_, select, text, union, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from persistence.errors import UnsafeDatabase
@@ -281,13 +281,15 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
 
     async def fetch_unsent_events(self, limit: int) -> list[OutboxEvent]:
         async with self._reading() as conn:
+            # The body as text: parsed and checked in one step, and published as stored.
             result = await conn.execute(
-                select(event_outbox.c.position, event_outbox.c.body)
+                select(event_outbox.c.position, cast(event_outbox.c.body, Text).label("text"))
                 .where(event_outbox.c.sent_at.is_(None))
                 .order_by(event_outbox.c.position)
                 .limit(limit)
             )
-            return [OutboxEvent(row.position, event_from_body(row.body)) for row in result]
+            return [OutboxEvent(row.position, EventEnvelope.model_validate_json(row.text),
+                                row.text.encode()) for row in result]
 
     async def mark_events_sent(self, positions: Sequence[int]) -> None:
         if not positions:

@@ -16,7 +16,7 @@ import pytest
 
 from persistence.errors import DuplicateRow, ReceiptConflict, StoreError, VersionConflict
 from persistence.ports import RuntimeStore
-from schemas import EventCode, InputPhase, RuntimePhase
+from schemas import EventCode, EventEnvelope, InputPhase, RuntimePhase
 from tests.contract.runtime_builders import (
     NOW,
     completed,
@@ -218,6 +218,9 @@ async def test_the_outbox_hands_out_committed_events_in_order(
     unsent = await runtime_store.fetch_unsent_events(100_000)
     mine = [o for o in unsent if o.event.event_id in {e1.event_id, e2.event_id, e3.event_id}]
     assert [o.event for o in mine] == [e1, e2, e3]
+    for item in mine:  # what the relay publishes, when the store hands out the stored text
+        body = item.body if item.body is not None else item.event.model_dump_json().encode()
+        assert EventEnvelope.model_validate_json(body) == item.event
     assert [o.position for o in mine] == sorted(o.position for o in mine)
     await runtime_store.mark_events_sent([mine[0].position, mine[1].position])
     still = await unsent_ids(runtime_store)
