@@ -32,9 +32,25 @@ def move_input(
     """The record after ``trigger``, with one history entry appended."""
     to_phase = next_input_phase(record.phase, trigger)
     entry = HistoryEntry(at=ctx.now, from_phase=record.phase, to_phase=to_phase, reason=reason)
-    return dataclasses.replace(
+    return _evolved(
         record, phase=to_phase, updated_at=ctx.now, history=(*record.history, entry), **changes
     )
+
+
+_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(InputRecord))
+
+
+def _evolved(record: InputRecord, **changes: Any) -> InputRecord:
+    """``dataclasses.replace`` for the record, without its cost (it runs ``__init__`` through
+    keyword arguments for every field; a run's boundary moves each input three times). The
+    record has no ``__post_init__``; unknown field names are refused as ``replace`` would."""
+    unknown = changes.keys() - _RECORD_FIELDS
+    if unknown:
+        raise TypeError(f"InputRecord has no field(s) {sorted(unknown)}")
+    evolved = object.__new__(InputRecord)
+    evolved.__dict__.update(record.__dict__)
+    evolved.__dict__.update(changes)
+    return evolved
 
 
 def abandon_input(
