@@ -52,6 +52,8 @@ class DeliverySink(Protocol):
 
     async def release(self, channel: aiormq.abc.AbstractChannel, grace: float) -> None: ...
 
+    def abandon(self, channel: aiormq.abc.AbstractChannel) -> None: ...
+
     def pause_intake(self, seconds: float) -> None: ...
 
 
@@ -96,6 +98,9 @@ class ShardConsumers:
             # the shard to the queue, in order, and the channel is made again.
             log.error("delivery_intake_failed", queue=message.routing_key, error=repr(exc),
                       exc_info=exc)
+            # At once, before the close yields: a later delivery of this channel that is
+            # already on its way must not be decided ahead of this one, which comes back.
+            self._sink.abandon(message.channel)
             self._watchdog.settled()
             with contextlib.suppress(Exception):
                 await message.channel.close()

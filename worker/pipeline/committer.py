@@ -104,6 +104,11 @@ class Committer:
         """Decide nothing for ``seconds`` (the consumers ask after a reconnect)."""
         self._inbox.pause(seconds)
 
+    def abandon(self, channel: aiormq.abc.AbstractChannel) -> None:
+        """Decide no delivery of ``channel`` from now on: it is being closed, and every
+        delivery it had not settled returns to the queue in order."""
+        self._inbox.release(channel)
+
     async def release(self, channel: aiormq.abc.AbstractChannel, grace: float) -> None:
         """Stop deciding deliveries of ``channel`` and wait (up to ``grace`` s) until the ones
         already decided are settled; the caller then closes the channel."""
