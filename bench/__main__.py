@@ -24,6 +24,7 @@ from bench.scenarios import (
     run_worker_scenario,
     slow_spec,
 )
+from bench.workerproc import THIS_CHECKOUT, WorkerBuild
 
 SCENARIOS = ("raw", "accept", "e2e", "slow")
 FULL = {"inputs": 20_000, "runtimes": 200, "slow_runs": 2_000}
@@ -56,6 +57,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="where to write the figures (default bench-results.json)")
     parser.add_argument("--logs", type=Path, default=Path("bench-logs"),
                         help="where each worker scenario's log is kept (default bench-logs/)")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="also run each worker scenario with the worker of CHECKOUT (another "
+                             "checkout of the project, with its own .venv), just before this "
+                             "checkout's: before and after, side by side, in one run")
     parser.add_argument("--stall-timeout", type=float, default=60.0,
                         help="fail a wait whose count has not moved for this long (seconds)")
     args = parser.parse_args(argv)
@@ -76,23 +81,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, Callable[[], Awaitable[Row]]]]:
-    def worker(spec: Spec) -> Callable[[], Awaitable[Row]]:
+    def worker(spec: Spec, build: WorkerBuild = THIS_CHECKOUT) -> Callable[[], Awaitable[Row]]:
         return lambda: run_worker_scenario(
             spec, admin_url=args.database_url, amqp_url=args.amqp_url,
-            stall_seconds=args.stall_timeout, logs=args.logs,
+            stall_seconds=args.stall_timeout, logs=args.logs, build=build,
         )
 
     def raw() -> Awaitable[Row]:
         return run_raw(admin_url=args.database_url, amqp_url=args.amqp_url, inputs=args.inputs,
                        runtimes=args.runtimes, stall_seconds=args.stall_timeout)
 
-    steps: dict[str, Callable[[], Awaitable[Row]]] = {
-        "raw": raw,
-        "accept": worker(accept_spec(args.inputs, args.runtimes)),
-        "e2e": worker(e2e_spec(args.inputs, args.runtimes)),
-        "slow": worker(slow_spec(args.slow_runs, args.max_concurrent_runs)),
+    specs = {
+        "accept": accept_spec(args.inputs, args.runtimes),
+        "e2e": e2e_spec(args.inputs, args.runtimes),
+        "slow": slow_spec(args.slow_runs, args.max_concurrent_runs),
     }
-    return [(name, steps[name]) for name in args.selected]
+    steps: list[tuple[str, Callable[[], Awaitable[Row]]]] = []
+    for name in args.selected:
+        if name == "raw":
+            steps.append((name, raw))
+            continue
+        if args.baseline is not None:
+            before = WorkerBuild(args.baseline.resolve())
+            steps.append((f"{name}@{before.label}", worker(specs[name], before)))
+        steps.append((name, worker(specs[name])))
+    return steps
 
 
 def notes(row: Row) -> str:

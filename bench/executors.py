@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from worker.runs.executors import RunRequest, RunResult
+try:
+    from worker.runs.executors import RunRequest, RunResult
+except ImportError:  # a worker from before the runs package (``python -m bench --baseline``)
+    from worker.executors import RunRequest, RunResult  # type: ignore[import-not-found,no-redef]
 
 LATENCY_SECONDS = 1.0
 

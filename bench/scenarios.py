@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -34,7 +35,7 @@ from bench.services import (
     wait_for_count,
     with_scheme,
 )
-from bench.workerproc import WorkerProcess, run_command, summarise_log
+from bench.workerproc import THIS_CHECKOUT, WorkerBuild, WorkerProcess, run_command, summarise_log
 from bench.workload import Message, prompts, publish_all
 from schemas import InputPhase
 from worker.config import Settings
@@ -54,14 +55,18 @@ class Spec:
     runtimes: int
     until_consumed: bool
     settings: dict[str, str] = field(default_factory=dict)
+    kind: str = ""
+    """The scenario (``accept``, ``e2e``, ``slow``) whatever the row is named."""
+    own_defaults: bool = False
+    """The worker is another build, whose defaults this checkout does not know."""
 
 
 def accept_spec(inputs: int, runtimes: int) -> Spec:
-    return Spec("accept", "worker accept (echo executor)", inputs, runtimes, False)
+    return Spec("accept", "worker accept (echo executor)", inputs, runtimes, False, kind="accept")
 
 
 def e2e_spec(inputs: int, runtimes: int) -> Spec:
-    return Spec("e2e", "worker end to end (echo executor)", inputs, runtimes, True)
+    return Spec("e2e", "worker end to end (echo executor)", inputs, runtimes, True, kind="e2e")
 
 
 def slow_spec(runs: int, max_concurrent_runs: int | None) -> Spec:
@@ -69,7 +74,7 @@ def slow_spec(runs: int, max_concurrent_runs: int | None) -> Spec:
     if max_concurrent_runs is not None:
         settings["MEERKAT_MAX_CONCURRENT_RUNS"] = str(max_concurrent_runs)
     return Spec("slow", f"worker, executor sleeping {LATENCY_SECONDS:g} s", runs, runs, True,
-                settings)
+                settings, kind="slow")
 
 
 def concurrency(spec: Spec) -> int:
@@ -77,9 +82,15 @@ def concurrency(spec: Spec) -> int:
 
 
 async def run_worker_scenario(
-    spec: Spec, *, admin_url: str, amqp_url: str, stall_seconds: float, logs: Path | None
+    spec: Spec, *, admin_url: str, amqp_url: str, stall_seconds: float, logs: Path | None,
+    build: WorkerBuild = THIS_CHECKOUT,
 ) -> Row:
-    """Run one scenario; the worker's log is copied to ``logs/<name>.log`` (pass or fail)."""
+    """Run one scenario with ``build``'s worker; the worker's log is copied to
+    ``logs/<name>.log`` (pass or fail)."""
+    if build.label:
+        spec = dataclasses.replace(spec, name=f"{spec.name}@{build.label}",
+                                   description=f"{spec.description} [{build.label}]",
+                                   own_defaults=True)
     messages = prompts(spec.inputs, spec.runtimes)
     prefix = Prefix.fresh(SHARDS)
     phases: dict[str, float] = {}
@@ -101,8 +112,8 @@ async def run_worker_scenario(
                     }
                     with timed(phases, "prepare"):
                         await asyncio.gather(
-                            run_command(["migrate"], settings, workdir),
-                            run_command(["topology", "declare"], settings, workdir),
+                            run_command(["migrate"], settings, workdir, build),
+                            run_command(["topology", "declare"], settings, workdir, build),
                         )
                         await bind_event_sink(connection, prefix)
                     with timed(phases, "publish"):
@@ -110,7 +121,7 @@ async def run_worker_scenario(
                     database = await asyncpg.connect(url)
                     try:
                         row = await _drive(spec, settings, workdir, database, stall_seconds,
-                                           phases)
+                                           phases, build)
                         with timed(phases, "check"):
                             await check_store(spec.name, database, messages,
                                               consumed=spec.until_consumed)
@@ -163,10 +174,10 @@ async def prefill(
 
 async def _drive(
     spec: Spec, settings: dict[str, str], workdir: Path, database: asyncpg.Connection,
-    stall_seconds: float, phases: dict[str, float],
+    stall_seconds: float, phases: dict[str, float], build: WorkerBuild,
 ) -> Row:
     """Start the worker, wait for the end condition, stop it; the measured row."""
-    worker = WorkerProcess(settings, workdir)
+    worker = WorkerProcess(settings, workdir, build)
     query = "SELECT count(*) FROM inputs"
     if spec.until_consumed:
         query += f" WHERE phase = '{CONSUMED}'"
@@ -214,11 +225,14 @@ async def _drive(
     )
     details["events"] = events["total"]
     details["events_unsent_after_stop"] = events["unsent"]
-    if spec.name != "slow":
+    if spec.kind != "slow":
         return Row(spec.name, spec.description, accepted, seconds, accepted / seconds,
                    "inputs/s", details=details)
+    details["latency_seconds"] = LATENCY_SECONDS
+    if spec.own_defaults and "MEERKAT_MAX_CONCURRENT_RUNS" not in spec.settings:
+        return Row(spec.name, f"{spec.description}, its default concurrency", runs, seconds,
+                   runs / seconds, "runs/s", details=details)
     limit = concurrency(spec)
     details["max_concurrent_runs"] = limit
-    details["latency_seconds"] = LATENCY_SECONDS
     return Row(spec.name, f"{spec.description}, {limit} at once", runs, seconds, runs / seconds,
                "runs/s", ideal=limit / LATENCY_SECONDS, details=details)

@@ -26,24 +26,48 @@ STOP_SECONDS = 60.0
 COMMAND_SECONDS = 120.0
 
 
-def worker_program() -> list[str]:
-    """``meerkat-worker`` next to this interpreter (the project's venv), else ``-m worker``."""
-    script = Path(sys.executable).parent / "meerkat-worker"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "worker"]
+@dataclass(frozen=True)
+class WorkerBuild:
+    """Which worker a scenario drives: this checkout's, or another checkout of the project
+    (an earlier version, to measure before and after in one run) with its own ``.venv``."""
+
+    root: Path = REPO_ROOT
+
+    @property
+    def label(self) -> str:
+        return "" if self.root == REPO_ROOT else self.root.name
+
+    def program(self) -> list[str]:
+        """``meerkat-worker`` of the build's venv (this one: next to this interpreter, else
+        ``-m worker``)."""
+        if self.root == REPO_ROOT:
+            script = Path(sys.executable).parent / "meerkat-worker"
+            return [str(script)] if script.exists() else [sys.executable, "-m", "worker"]
+        script = self.root / ".venv" / "bin" / "meerkat-worker"
+        if not script.exists():
+            raise BenchFailure(f"{script} does not exist: install that checkout first "
+                               "(bash ops/test.sh --unit there makes its .venv)")
+        return [str(script)]
+
+    def environment(self, settings: Mapping[str, str]) -> dict[str, str]:
+        """The caller's environment without ``MEERKAT_*``, plus ``settings``; ``PYTHONPATH``
+        names the build's root first, then this checkout (for ``bench.executors``)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEERKAT_")}
+        roots = dict.fromkeys([str(self.root), str(REPO_ROOT)])
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = os.pathsep.join([*roots, *([path] if path else [])])
+        env.update(settings)
+        return env
 
 
-def worker_environment(settings: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEERKAT_")}
-    path = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
-    env.update(settings)
-    return env
+THIS_CHECKOUT = WorkerBuild()
 
 
-async def run_command(args: list[str], settings: Mapping[str, str], cwd: Path) -> None:
+async def run_command(args: list[str], settings: Mapping[str, str], cwd: Path,
+                      build: WorkerBuild = THIS_CHECKOUT) -> None:
     """Run ``meerkat-worker ARGS`` to completion; fails with its output unless it exits 0."""
     process = await asyncio.create_subprocess_exec(
-        *worker_program(), *args, cwd=cwd, env=worker_environment(settings),
+        *build.program(), *args, cwd=cwd, env=build.environment(settings),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     try:
@@ -107,7 +131,9 @@ def summarise_log(path: Path, keep: int = 5) -> LogSummary:
 class WorkerProcess:
     """One ``meerkat-worker run``; ``stop`` sends SIGTERM and waits for the exit code."""
 
-    def __init__(self, settings: Mapping[str, str], cwd: Path) -> None:
+    def __init__(self, settings: Mapping[str, str], cwd: Path,
+                 build: WorkerBuild = THIS_CHECKOUT) -> None:
+        self._build = build
         self._settings = dict(settings)
         self._cwd = cwd
         self.log_path = cwd / "worker.log"
@@ -116,8 +142,8 @@ class WorkerProcess:
     async def start(self) -> None:
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
-                *worker_program(), "run", cwd=self._cwd,
-                env=worker_environment(self._settings),
+                *self._build.program(), "run", cwd=self._cwd,
+                env=self._build.environment(self._settings),
                 stdout=log, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
