@@ -27,7 +27,6 @@ from tests.contract.driver_fixtures import Harness, new_runtime_id, prompt, run_
 from tests.contract.faults import When
 from tests.unit.images import inline_image, png_bytes
 from worker.core import MAX_STAGE_ATTEMPTS
-from worker.runs.executors import RunResult
 from worker.runs.executors.echo import execute
 
 _LOST = CommitOutcomeUnknown("connection lost during COMMIT")
@@ -235,14 +234,6 @@ async def test_a_failed_recovery_commit_leaves_the_rows_and_caches_nothing(
     assert runtime.inputs[item.header.id].phase is InputPhase.QUEUED
 
 
-async def _run(harness: Harness, runtime_id: str) -> RunResult:
-    started = await harness.start_run(runtime_id)
-    assert started is not None, "nothing to run"
-    result = await execute(started.request)
-    assert await harness.finish_run(runtime_id, started.run_id, result)
-    return result
-
-
 async def test_a_run_gets_the_latest_session_from_memory_or_after_another_writer_from_the_store(
     harness: Harness,
 ) -> None:
@@ -251,20 +242,24 @@ async def test_a_run_gets_the_latest_session_from_memory_or_after_another_writer
     runtime on, the reload brings that process's newer session."""
     runtime_id = new_runtime_id()
     await harness.accept_input(runtime_id, prompt("one"))
-    first = await _run(harness, runtime_id)
+    await run_next(harness, runtime_id)
+    first = await harness.inner_store.load_snapshot(runtime_id)
+    assert first is not None
     await harness.accept_input(runtime_id, prompt("two"))
     reads_before = harness.journal.count("store.load_snapshot")
 
     second = await harness.start_run(runtime_id)
 
     assert second is not None
-    assert second.request.session == first.session
+    assert second.request.session == first.body
     assert harness.journal.count("store.load_snapshot") == reads_before
     assert await harness.finish_run(runtime_id, second.run_id, await execute(second.request))
 
     other = harness.restart()
     await other.accept_input(runtime_id, prompt("three"))
-    theirs = await _run(other, runtime_id)
+    await run_next(other, runtime_id)
+    theirs = await other.inner_store.load_snapshot(runtime_id)
+    assert theirs is not None
     with pytest.raises(VersionConflict):  # this process's copy is stale: it is dropped
         await harness.accept_input(runtime_id, prompt("four"))
     await harness.accept_input(runtime_id, prompt("four"))
@@ -272,4 +267,4 @@ async def test_a_run_gets_the_latest_session_from_memory_or_after_another_writer
     fourth = await harness.start_run(runtime_id)
 
     assert fourth is not None
-    assert fourth.request.session == theirs.session
+    assert fourth.request.session == theirs.body
