@@ -37,7 +37,8 @@ class Row:
 
 
 def ratio(row: Row, baseline: Row | None) -> float | None:
-    if baseline is None or row.scenario not in RATIO_SCENARIOS or baseline.rate <= 0:
+    scenario = row.scenario.partition("@")[0]  # ``e2e@<checkout>``: another build's row
+    if baseline is None or scenario not in RATIO_SCENARIOS or baseline.rate <= 0:
         return None
     return row.rate / baseline.rate
 
