@@ -153,3 +153,30 @@ async def test_the_cache_forgets_runtimes_at_rest_past_its_cap(harness: Harness)
     assert [r for r in idle_ids if driver.cached(r) is not None] == idle_ids[-1:]
     reloaded = await driver.load(idle_ids[0])
     assert reloaded.phase.value == "retired"
+
+
+async def test_a_backlog_runs_in_order_with_each_finish_staging_the_next_run(
+    harness: Harness,
+) -> None:
+    runtime_id = new_runtime_id()
+    items = [prompt(f"p{i}") for i in range(3)]
+    for item in items:
+        await harness.accept_input(runtime_id, item)
+    seen: list[str] = []
+
+    async def executor(run: RunRequest) -> RunResult:
+        seen.extend(str(i.header.id) for i in run.inputs)
+        return await execute(run)
+
+    commits_before = harness.journal.count("store.commit")
+    async with harness.running(executor) as loop:
+        await _run_to_idle(harness, loop, runtime_id)
+
+    assert seen == [str(i.header.id) for i in items]  # a prompt runs alone, in order
+    assert set((await harness.phases(runtime_id)).values()) == {InputPhase.CONSUMED}
+    assert loop.runs_completed == 3
+    # one stage, then each finish stages the next: 1 + 3 commits, not 2 per run
+    assert harness.journal.count("store.commit") - commits_before == 4
+    runtime = await harness.driver.load(runtime_id)
+    assert runtime.current_run is None
+    assert len(await harness.inner_store.list_receipts(runtime_id)) == 3

@@ -43,6 +43,7 @@ from worker.core.runs import (
     next_batch,
     stage_batch,
     take_signal,
+    then,
 )
 
 __all__ = [
@@ -89,4 +90,5 @@ __all__ = [
     "reject_input",
     "stage_batch",
     "take_signal",
+    "then",
 ]

@@ -208,6 +208,21 @@ def commit_boundary(
     return Decision(runtime=after, mutations=mutations, events=tuple(events))
 
 
+def then(first: Decision, second: Decision | None) -> Decision:
+    """``second`` (decided on ``first.runtime``) folded into ``first``: one decision, committed
+    as one (the runtime row is written once, fenced on the version ``first`` was made from)."""
+    if second is None:
+        return first
+    assert second.runtime_id == first.runtime_id
+    return dataclasses.replace(
+        first,
+        runtime=second.runtime,
+        mutations=(*first.mutations, *second.mutations),
+        events=(*first.events, *second.events),
+        blobs=(*first.blobs, *second.blobs),
+    )
+
+
 def fail_run(runtime: Runtime, ctx: Context, *, run_id: UUID, error: str) -> Decision:
     """The executor failed: each staged input goes back behind the backlog, or is abandoned
     once it has been staged :data:`MAX_STAGE_ATTEMPTS` times."""

@@ -55,6 +55,7 @@ from worker.core import (
     reject_command,
     reject_input,
     stage_batch,
+    then,
 )
 from worker.driver.cache import RuntimeCache
 from worker.faults import FaultPlan
@@ -252,16 +253,26 @@ class Transaction:
         self._runs.append((runtime_id, run_id, True))
         return self._add(decision)
 
-    async def finish_run(self, runtime_id: str, run_id: UUID, result: RunResult) -> Decision | None:
-        """The run's boundary; None when the run is no longer current (cancelled meanwhile)."""
+    async def finish_run(self, runtime_id: str, run_id: UUID, result: RunResult, *,
+                         next_run_id: UUID | None = None) -> Decision | None:
+        """The run's boundary; None when the run is no longer current (cancelled meanwhile).
+        With ``next_run_id``, the runtime's next batch is staged on that run in the same
+        decision, when it has one (its ``current_run`` then names that run)."""
         runtime = await self._runtime(runtime_id)
         self._runs.append((runtime_id, run_id, False))
+        ctx = self._setup.context()
         try:
-            decision = commit_boundary(runtime, self._setup.context(), run_id=run_id,
+            decision = commit_boundary(runtime, ctx, run_id=run_id,
                                        session=result.session, message_count=result.message_count,
                                        output=result.output)
         except RunNotCurrent:
             return None
+        if next_run_id is not None:
+            staged = stage_batch(decision.runtime, ctx, run_id=next_run_id,
+                                 max_batch=self._setup.max_batch)
+            if staged is not None:
+                self._runs.append((runtime_id, next_run_id, True))
+                decision = then(decision, staged)
         return self._add(decision)
 
     async def fail_run(self, runtime_id: str, run_id: UUID, error: str) -> Decision | None:

@@ -45,7 +45,8 @@ async def _step(transaction: Transaction, step: RunStep) -> Decision | None:
         return await transaction.stage_run(step.runtime_id, step.run_id)
     if step.kind is StepKind.FINISH:
         assert step.result is not None
-        return await transaction.finish_run(step.runtime_id, step.run_id, step.result)
+        return await transaction.finish_run(step.runtime_id, step.run_id, step.result,
+                                            next_run_id=step.next_run_id)
     return await transaction.fail_run(step.runtime_id, step.run_id, step.error or "failed")
 
 

@@ -303,14 +303,17 @@ class Settler:
 
 
 def step_result(step: RunStep, decision: Decision | None) -> StepResult:
-    if step.kind is not StepKind.STAGE:
+    if step.kind is StepKind.FAIL:
         return decision is not None
     if decision is None:
-        return None
+        return None if step.kind is StepKind.STAGE else False
     run = decision.runtime.current_run
-    assert run is not None
+    staged_on = step.run_id if step.kind is StepKind.STAGE else step.next_run_id
+    if run is None or run.run_id != staged_on:
+        assert step.kind is StepKind.FINISH, "a committed stage names its run"
+        return True
     inputs = decision.runtime.inputs
-    return Staged(step.run_id, tuple(inputs[i].payload for i in run.input_ids))
+    return Staged(run.run_id, tuple(inputs[i].payload for i in run.input_ids))
 
 
 async def _close_quietly(channel: aiormq.abc.AbstractChannel) -> None:

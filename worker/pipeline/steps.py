@@ -33,7 +33,8 @@ class Staged:
 
 StepResult = Staged | bool | None
 """STAGE: the staged run, or None when the runtime had nothing to run. FINISH and FAIL: whether
-the run was still current (False: it was cancelled meanwhile, nothing was written)."""
+the run was still current (False: it was cancelled meanwhile, nothing was written); a FINISH
+that asked for a next run (``next_run_id``) and got one answers that staged run instead."""
 
 
 @dataclass(eq=False)
@@ -43,6 +44,9 @@ class RunStep:
     run_id: UUID
     result: RunResult | None = None
     error: str | None = None
+    next_run_id: UUID | None = None
+    """FINISH: stage the runtime's next batch on this run in the same decision, if it has one
+    (a runtime with a backlog then costs one window per run, not two)."""
     done: asyncio.Future[StepResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )

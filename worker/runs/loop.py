@@ -9,9 +9,12 @@ accepted while a run was going) still drains at the next turn. A turn:
 
 1. takes an executor slot (``max_concurrent``: how many executors run at once);
 2. asks the commit pipeline to **stage** the next batch (a run step, committed in the same
-   windows as deliveries: group commit) and restores its images and session;
+   windows as deliveries: group commit), unless the previous run's end staged it already, and
+   restores its images and session;
 3. calls the executor, bounded by ``executor_timeout``;
-4. gives the slot back, and asks the pipeline to **end** the run (finished or failed).
+4. gives the slot back, and asks the pipeline to **end** the run (finished or failed). A finish
+   also stages the runtime's next batch in the same decision when there is one, so a runtime
+   with a backlog costs one window per run, not two.
 
 A slow executor holds only its executor slot, never a commit: stages and ends of many runtimes
 share the pipeline's transactions. An ``interrupt`` signal that arrives while a run is executing
@@ -103,14 +106,16 @@ class RunLoop:
 
     async def _work(self, runtime_id: str) -> None:
         failures = 0
+        chained: Staged | None = None
         try:
             while not self._stopping:
                 self._again.discard(runtime_id)
                 self._driver.take_signal(runtime_id)
                 try:
-                    ran = await self._turn(runtime_id)
+                    ran, chained = await self._turn(runtime_id, chained)
                     failures = 0
                 except Exception as exc:
+                    chained = None
                     # The store stayed away, or the pipeline gave a step up. Forget the cached
                     # runtime: the next turn reloads it, and recovery requeues what the run had
                     # staged, so a runtime is never left stuck in "running" in this process.
@@ -127,29 +132,39 @@ class RunLoop:
                 self._idle.set()
 
     async def _step(self, kind: StepKind, runtime_id: str, run_id: UUID, *,
-                    result: RunResult | None = None, error: str | None = None) -> StepResult:
-        step = RunStep(kind, runtime_id, run_id, result=result, error=error)
+                    result: RunResult | None = None, error: str | None = None,
+                    next_run_id: UUID | None = None) -> StepResult:
+        step = RunStep(kind, runtime_id, run_id, result=result, error=error,
+                       next_run_id=next_run_id)
         self._submit(step)
         return await step.done
 
-    async def _turn(self, runtime_id: str) -> bool:
+    async def _turn(self, runtime_id: str, staged: Staged | None) -> tuple[bool, Staged | None]:
+        """One run: ``staged`` (the previous finish staged it), else a stage of its own.
+        Returns whether a run was made, and the next run when the finish staged one."""
         async with self._slots:
             self._turns[runtime_id] = time.monotonic()
             try:
                 await self._faults.reach("run_turn")
-                staged = await self._step(StepKind.STAGE, runtime_id, uuid7())
-                if not isinstance(staged, Staged):
-                    return False
+                if staged is None:
+                    stage = await self._step(StepKind.STAGE, runtime_id, uuid7())
+                    if not isinstance(stage, Staged):
+                        return False, None
+                    staged = stage
                 error, result = await self._execute(runtime_id, staged)
             finally:
                 del self._turns[runtime_id]
         if error is not None:
             await self._fail(runtime_id, staged.run_id, error)
-        elif await self._end(StepKind.FINISH, runtime_id, staged.run_id, result=result):
+            return True, None
+        following = None if self._stopping else uuid7()
+        ended = await self._end(StepKind.FINISH, runtime_id, staged.run_id, result=result,
+                                next_run_id=following)
+        if ended:
             await self._faults.reach("after_boundary_commit")
             self.runs_completed += 1
             self._metrics.runs_completed.inc()
-        return True
+        return True, ended if isinstance(ended, Staged) else None
 
     async def _execute(
         self, runtime_id: str, staged: Staged
@@ -188,13 +203,17 @@ class RunLoop:
         await self._end(StepKind.FAIL, runtime_id, run_id, error=error)
 
     async def _end(self, kind: StepKind, runtime_id: str, run_id: UUID, *,
-                   result: RunResult | None = None, error: str | None = None) -> bool:
-        """Commit the run's end; if the pipeline gives it up, give the run up to recovery."""
+                   result: RunResult | None = None, error: str | None = None,
+                   next_run_id: UUID | None = None) -> bool | Staged:
+        """Commit the run's end (True, or the next run it staged; False: the run was no longer
+        current); if the pipeline gives it up, give the run up to recovery."""
         try:
-            return await self._step(kind, runtime_id, run_id, result=result, error=error) is True
+            ended = await self._step(kind, runtime_id, run_id, result=result, error=error,
+                                     next_run_id=next_run_id)
         except Exception:
             self._driver.forget_run(runtime_id, run_id)
             raise
+        return ended if isinstance(ended, Staged) else ended is True
 
     def check(self, stall_seconds: float) -> None:
         """The liveness check: a turn (stage, executor, end) that outlasts the executor timeout
