@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: lint, type-check, then pytest with any extra arguments passed through.
 #
-#   bash ops/test.sh                 everything (makes PostgreSQL and RabbitMQ available first)
+#   bash ops/test.sh                 everything (makes PostgreSQL and RabbitMQ available and
+#                                    installs the Node contract tools first)
 #   bash ops/test.sh --unit          only the `unit` tier: needs no service
 #   bash ops/test.sh -k config -x    extra arguments go to pytest
 #
@@ -58,6 +59,7 @@ main() {
         pytest_args=(-m "unit and not integration" "${pytest_args[@]}")
     else
         bash ops/services.sh
+        bash ops/node-tools.sh
     fi
 
     say "ruff check ."

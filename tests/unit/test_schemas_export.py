@@ -10,7 +10,15 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from schemas import ImageMediaType
-from schemas.export import JSON_DIR, MODELS, asyncapi_document, export, render
+from schemas.export import (
+    DRAFT_2020_12,
+    JSON_DIR,
+    MODELS,
+    asyncapi_document,
+    export,
+    render,
+    schema_id,
+)
 from tests.unit.images import IMAGE_BYTES, b64
 
 pytestmark = pytest.mark.unit
@@ -134,10 +142,67 @@ def test_command_schema_refuses_a_command_id_that_is_not_a_uuid() -> None:
     assert not validator("command-envelope").is_valid(document)
 
 
+def test_every_schema_is_draft_2020_12_with_an_id() -> None:
+    for name in MODELS:
+        schema = json.loads(render()[f"{name}.json"])
+        assert schema["$schema"] == DRAFT_2020_12
+        assert schema["$id"] == schema_id(name)
+
+
+def test_no_schema_keeps_the_openapi_discriminator() -> None:
+    for name in MODELS:
+        assert "discriminator" not in _keys(json.loads(render()[f"{name}.json"])), name
+
+
+def test_a_union_without_its_tag_is_refused_by_the_schema_as_by_the_models() -> None:
+    document = VALID_DOCUMENTS["command-envelope"][0]
+    untagged = document["command"].copy()
+    del untagged["command_type"]
+    document = document | {"command": untagged}
+    with pytest.raises(ValueError, match="command_type"):
+        MODELS["command-envelope"].model_validate(document)
+    assert not validator("command-envelope").is_valid(document)
+
+
 def test_asyncapi_references_only_exported_files() -> None:
-    refs = set(_refs(asyncapi_document()))
+    refs = {ref for ref in _refs(asyncapi_document()) if not ref.startswith("#")}
     assert refs <= set(render()) - {"asyncapi.json"}
     assert {f"{name}.json" for name in MODELS} <= refs
+
+
+def test_asyncapi_internal_references_resolve() -> None:
+    document = asyncapi_document()
+    for ref in _refs(document):
+        if ref.startswith("#/"):
+            node: Any = document
+            for part in ref[2:].split("/"):
+                node = node[part]
+
+
+PAYLOAD_FILES = {"input": "input-envelope", "command": "command-envelope", "reply": "reply",
+                 "event": "event-envelope"}
+
+
+def test_every_asyncapi_message_has_a_valid_example() -> None:
+    messages = asyncapi_document()["components"]["messages"]
+    assert set(PAYLOAD_FILES) <= set(messages)
+    for key, message in messages.items():
+        assert message["examples"], key
+        for example in message["examples"]:
+            headers = Draft202012Validator(message["headers"])
+            assert [e.message for e in headers.iter_errors(example["headers"])] == [], key
+            if key in PAYLOAD_FILES:
+                name = PAYLOAD_FILES[key]
+                MODELS[name].model_validate(example["payload"])
+                assert validator(name).is_valid(example["payload"]), key
+
+
+def _keys(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        return set(node) | {key for value in node.values() for key in _keys(value)}
+    if isinstance(node, list):
+        return {key for value in node for key in _keys(value)}
+    return set()
 
 
 def _refs(node: Any) -> list[str]:
