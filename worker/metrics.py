@@ -2,7 +2,9 @@
 
 They live in a registry of their own rather than the process-wide default, so each worker (and
 each test) builds a :class:`Metrics` without clashing with another one in the same process.
-The alert rules in ``ops/prometheus/alerts.yaml`` use these names; change both together.
+The alert rules in ``ops/prometheus/alerts.yaml`` and the Grafana dashboard
+``ops/grafana/meerkat-worker.json`` use these names; change them together (the unit tests of
+both check every ``meerkat_*`` name they use against this registry).
 """
 
 from __future__ import annotations

@@ -4,9 +4,7 @@ metrics."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -249,18 +247,6 @@ def test_every_named_metric_is_exported() -> None:
         "meerkat_dead_letter_queue_messages",
         "meerkat_dead_letter_queue_max_length",
     }
-
-
-ALERT_RULES = Path(__file__).resolve().parents[2] / "ops" / "prometheus" / "alerts.yaml"
-
-
-def test_the_alert_rules_use_only_exported_metrics() -> None:
-    used = set(re.findall(r"\bmeerkat_[a-z_]+\b", ALERT_RULES.read_text(encoding="utf-8")))
-    exposition = Metrics().render().decode()
-    exported = set(re.findall(r"^# TYPE (\S+) ", exposition, flags=re.MULTILINE))
-
-    assert used, "the alert rules name no meerkat_ metric"
-    assert used <= exported, f"unknown metrics in {ALERT_RULES.name}: {sorted(used - exported)}"
 
 
 async def test_stop_releases_the_port() -> None:
