@@ -50,7 +50,7 @@ def test_dockerfile_passes_hadolint() -> None:
 
 def test_dockerfile_is_multi_stage_non_root_and_pinned() -> None:
     text = DOCKERFILE.read_text()
-    assert re.search(r"^ARG PYTHON_IMAGE=python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?$",
+    assert re.search(r"^ARG PYTHON_IMAGE=python:\d+\.\d+\.\d+-slim-\w+@sha256:[0-9a-f]{64}$",
                      text, re.MULTILINE)
     stages = re.findall(r"^FROM \S+", text, re.MULTILINE)
     assert len(stages) == 2
