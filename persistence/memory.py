@@ -101,7 +101,6 @@ class MemoryRuntimeStore:
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._db = MemoryDatabase() if database is None else database
-        self._writer_id = writer_id
         self._writer = Writer(writer_id, writer_group)
         self._clock = clock
 
@@ -112,7 +111,7 @@ class MemoryRuntimeStore:
 
     @property
     def writer_id(self) -> str | None:
-        return self._writer_id
+        return self._writer.id
 
     def _stored(self, runtime_id: str) -> _Stored:
         return self._db.runtimes.get(runtime_id) or _Stored()

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from sqlalchemy import URL, Text, cast, or_, select, text, union, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from persistence.errors import UnsafeDatabase
 from persistence.migrate import upgrade_engine
@@ -76,12 +76,11 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
     ) -> None:
         super().__init__(engine, url)
         self._clock = clock
-        self._writer_id = writer_id
         self._writer = Writer(writer_id, writer_group)
 
     @property
     def writer_id(self) -> str | None:
-        return self._writer_id
+        return self._writer.id
 
     def __repr__(self) -> str:
         return f"SqlRuntimeStore({self.url})"
@@ -100,31 +99,14 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
             )
 
     async def load_runtime(self, runtime_id: str) -> StoredRuntime:
-        async with self._reading(consistent=True) as conn:
-            found = (
-                await conn.execute(select(runtimes).where(runtimes.c.runtime_id == runtime_id))
-            ).first()
-            records = await self._inputs(conn, runtime_id, live_only=True)
-            named = receipts_named_by(records)
-            stored: set[tuple[UUID, int]] = set()
-            if named:
-                result = await conn.execute(
-                    select(boundary_receipts.c.run_id, boundary_receipts.c.sequence).where(
-                        boundary_receipts.c.runtime_id == runtime_id,
-                        boundary_receipts.c.run_id.in_(sorted({run_id for run_id, _ in named})),
-                    )
-                )
-                stored = {(row.run_id, row.sequence) for row in result}
-        row = None if found is None else runtime_from_row(found._mapping)
-        writer = None if found is None else found._mapping["last_writer"]
-        return StoredRuntime.of(row, records, stored, writer)
+        return (await self.load_runtimes([runtime_id]))[runtime_id]
 
     async def load_runtimes(self, runtime_ids: Collection[str]) -> dict[str, StoredRuntime]:
         ids = sorted(set(runtime_ids))
         if not ids:
             return {}
         records: dict[str, list[InputRecord]] = {}
-        stored: set[tuple[str, UUID, int]] = set()
+        stored: dict[str, set[tuple[UUID, int]]] = {}
         async with self._reading(consistent=True) as conn:
             result = await conn.execute(select(runtimes).where(runtimes.c.runtime_id.in_(ids)))
             found = {row.runtime_id: row._mapping for row in result}
@@ -146,26 +128,16 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
                         boundary_receipts.c.run_id.in_(sorted(named)),
                     )
                 )
-                stored = {(row.runtime_id, row.run_id, row.sequence) for row in result}
+                for row in result:
+                    stored.setdefault(row.runtime_id, set()).add((row.run_id, row.sequence))
         loaded: dict[str, StoredRuntime] = {}
         for runtime_id in ids:
             mapping = found.get(runtime_id)
-            receipts = {(run, seq) for rid, run, seq in stored if rid == runtime_id}
             loaded[runtime_id] = StoredRuntime.of(
                 None if mapping is None else runtime_from_row(mapping),
-                records.get(runtime_id, ()), receipts,
+                records.get(runtime_id, ()), stored.get(runtime_id, set()),
                 None if mapping is None else mapping["last_writer"])
         return loaded
-
-    @staticmethod
-    async def _inputs(
-        conn: AsyncConnection, runtime_id: str, *, live_only: bool
-    ) -> list[InputRecord]:
-        query = select(inputs.c.state).where(inputs.c.runtime_id == runtime_id)
-        if live_only:
-            query = query.where(inputs.c.phase.in_(_LIVE_PHASES))
-        result = await conn.execute(query.order_by(inputs.c.admission_seq, inputs.c.input_id))
-        return [input_from_state(state) for state in result.scalars()]
 
     async def find_input(
         self, runtime_id: str, input_id: UUID, idempotency_key: str | None
@@ -252,8 +224,14 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
         return None if state is None else input_from_state(state)
 
     async def list_inputs(self, runtime_id: str) -> list[InputRecord]:
+        query = (
+            select(inputs.c.state)
+            .where(inputs.c.runtime_id == runtime_id)
+            .order_by(inputs.c.admission_seq, inputs.c.input_id)
+        )
         async with self._reading() as conn:
-            return await self._inputs(conn, runtime_id, live_only=False)
+            result = await conn.execute(query)
+            return [input_from_state(state) for state in result.scalars()]
 
     async def list_receipts(self, runtime_id: str, limit: int = 20) -> list[BoundaryReceipt]:
         table = boundary_receipts

@@ -161,8 +161,7 @@ class RuntimeDriver:
                     runtime = await self._cold_load(runtime_id)
                 return runtime
         finally:
-            if not lock.locked() and self._loading.get(runtime_id) is lock:
-                del self._loading[runtime_id]
+            self._let_go(runtime_id, lock)
 
     async def prefetch(self, runtime_ids: Iterable[str]) -> None:
         """Cold-load, in one read of the store, those of ``runtime_ids`` that are neither
@@ -182,8 +181,12 @@ class RuntimeDriver:
         finally:
             for runtime_id, lock in locks.items():
                 lock.release()
-                if not lock.locked() and self._loading.get(runtime_id) is lock:
-                    del self._loading[runtime_id]
+                self._let_go(runtime_id, lock)
+
+    def _let_go(self, runtime_id: str, lock: asyncio.Lock) -> None:
+        """Forget a runtime's load lock once nobody holds it."""
+        if not lock.locked() and self._loading.get(runtime_id) is lock:
+            del self._loading[runtime_id]
 
     async def _cold_load(self, runtime_id: str, stored: StoredRuntime | None = None) -> Runtime:
         if stored is None:
