@@ -76,6 +76,8 @@ def decode_time(text: str) -> datetime:
 
 
 def to_utc(value: datetime) -> datetime:
+    if value.tzinfo is UTC:
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime cannot be stored: {value!r}")
     return value.astimezone(UTC)

@@ -37,6 +37,7 @@ from worker.consumer import ShardConsumers
 from worker.core import Signal, can_start_run
 from worker.driver import RuntimeDriver
 from worker.faults import FaultPlan
+from worker.gcpolicy import tune_for_throughput
 from worker.health import HealthServer, ReadinessError
 from worker.membership import Membership, new_worker_id
 from worker.metrics import Metrics
@@ -371,6 +372,7 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await worker.start()
+    tune_for_throughput()
     failed = loop.create_task(worker.wait_failed())
     stopping = loop.create_task(stop.wait())
     try:

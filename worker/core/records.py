@@ -23,6 +23,7 @@ from worker.core.model import (
     PutInput,
     PutRuntime,
     Runtime,
+    thawed_inputs,
 )
 
 
@@ -115,7 +116,7 @@ def state_changed(
 
 def with_inputs(runtime: Runtime, records: Iterable[InputRecord], **changes: Any) -> Runtime:
     """A new runtime with ``records`` replacing (or adding) inputs by id."""
-    inputs = dict(runtime.inputs)
+    inputs = thawed_inputs(runtime.inputs)
     for record in records:
         inputs[record.input_id] = record
     return dataclasses.replace(runtime, inputs=MappingProxyType(inputs), **changes)

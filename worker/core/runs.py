@@ -31,6 +31,7 @@ from worker.core.model import (
     Runtime,
     SessionSnapshot,
     Signal,
+    thawed_inputs,
 )
 from worker.core.records import (
     abandon_input,
@@ -289,7 +290,7 @@ def archive_terminal(runtime: Runtime, decision: Decision | None = None) -> Runt
                  if isinstance(m, PutInput) and m.record.is_terminal]
         if not ended:
             return runtime
-        kept = dict(runtime.inputs)
+        kept = thawed_inputs(runtime.inputs)
         for input_id in ended:
             kept.pop(input_id, None)
         return dataclasses.replace(runtime, inputs=MappingProxyType(kept))

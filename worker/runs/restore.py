@@ -7,6 +7,7 @@ run gets them back inline. A blob store or database that is briefly away is wait
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from uuid import UUID
@@ -66,20 +67,31 @@ class Restorer:
         self._sessions = sessions
 
     async def request(self, runtime_id: str, run_id: UUID, payloads: list[AnyInput]) -> RunRequest:
+        try:  # the usual case, without building a retry loop for every run
+            inputs, snapshot = await self._restore(runtime_id, payloads)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            inputs, snapshot = await self._retried(runtime_id, payloads)
+        session = dict(snapshot.body) if snapshot is not None else None
+        return RunRequest(runtime_id=runtime_id, run_id=run_id, inputs=inputs, session=session)
+
+    async def _retried(
+        self, runtime_id: str, payloads: list[AnyInput]
+    ) -> tuple[tuple[AnyInput, ...], SessionSnapshot | None]:
+        """The attempts after a first one that failed for a transient reason (the same waits as
+        one retry loop from the start: the first of them before the second attempt)."""
+        await asyncio.sleep(RESTORE.delay(1, random.random()))
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_transient),
-            wait=lambda state: RESTORE.delay(state.attempt_number, random.random()),
-            stop=stop_after_attempt(RESTORE.attempts or 1),
+            wait=lambda state: RESTORE.delay(state.attempt_number + 1, random.random()),
+            stop=stop_after_attempt(max(1, (RESTORE.attempts or 1) - 1)),
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                inputs, snapshot = await self._restore(runtime_id, payloads)
-                break
-        else:
-            raise AssertionError("unreachable: tenacity reraises the last error")
-        session = dict(snapshot.body) if snapshot is not None else None
-        return RunRequest(runtime_id=runtime_id, run_id=run_id, inputs=inputs, session=session)
+                return await self._restore(runtime_id, payloads)
+        raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _restore(
         self, runtime_id: str, payloads: list[AnyInput]
