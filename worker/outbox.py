@@ -1,8 +1,9 @@
 """The outbox relay: committed events go to ``meerkat.events`` at least once.
 
 Events are written by the same transaction as the state change they describe. The relay reads
-unsent ones in order, publishes each with publisher confirms (routing key = event code, message
-id = event id, header ``x-runtime-id``), and marks them sent only after the broker confirmed.
+unsent ones in order, publishes them a batch at a time, in one write, with publisher confirms
+(:mod:`worker.batch_publish`; routing key = event code, message id = event id, header
+``x-runtime-id``), and marks them sent only after the broker confirmed the whole batch.
 A crash in between publishes them again after a restart; consumers dedupe by event id.
 
 The relay publishes on the broker link's publish channel of the moment: while the broker is
@@ -15,10 +16,10 @@ import asyncio
 import contextlib
 import time
 
-import aio_pika
 import structlog
 
 from persistence.ports import OutboxEvent, OutboxStore
+from worker.batch_publish import Outgoing, publish_batch
 from worker.broker import BrokerLink
 from worker.faults import NO_FAULTS, FaultPlan
 from worker.health import ReadinessError
@@ -27,14 +28,18 @@ from worker.metrics import Metrics
 log = structlog.get_logger(__name__)
 
 
-def event_message(item: OutboxEvent) -> aio_pika.Message:
+CONFIRM_SECONDS = 30.0
+"""How long a batch waits for the broker's confirms before the pass gives up (the events stay
+unsent and the next pass publishes them again)."""
+
+
+def event_message(item: OutboxEvent) -> Outgoing:
     event = item.event
-    return aio_pika.Message(
+    return Outgoing(
         body=item.body if item.body is not None else event.model_dump_json().encode(),
-        content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        routing_key=event.code.value,
         message_id=str(event.event_id),
-        type=event.code.value,
+        message_type=event.code.value,
         timestamp=event.at,
         headers={"x-runtime-id": event.runtime_id},
     )
@@ -80,12 +85,10 @@ class OutboxRelay:
             link = self._broker.link
             if link is None:
                 raise ConnectionError("not connected to the broker")
-            await asyncio.gather(
-                *(
-                    link.events.publish(event_message(item), routing_key=item.event.code.value)
-                    for item in pending
+            async with asyncio.timeout(CONFIRM_SECONDS):
+                await publish_batch(
+                    link.publish_channel, link.events.name, [event_message(i) for i in pending]
                 )
-            )
             await self._faults.reach("during_outbox_publish")
             await self._store.mark_events_sent([item.position for item in pending])
             total += len(pending)
