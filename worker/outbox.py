@@ -51,7 +51,7 @@ class OutboxRelay:
         store: OutboxStore,
         broker: BrokerLink,
         *,
-        batch_size: int = 200,
+        batch_size: int = 1000,
         poll_seconds: float = 1.0,
         metrics: Metrics | None = None,
         faults: FaultPlan = NO_FAULTS,
