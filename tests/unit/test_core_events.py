@@ -1,5 +1,6 @@
-"""The core builds its events without validation (they are made on every decision); every event
-of a runtime's whole life must still be a valid envelope, equal to its validated copy."""
+"""The core builds its events and accept outcomes without validation (they are made on every
+decision); every event of a runtime's whole life, and every outcome of an accept, must still be
+valid, equal to its validated copy."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ def _valid(decision: Decision) -> None:
     for event in decision.events:
         assert EventEnvelope.model_validate(event.model_dump()) == event
         assert EventEnvelope.model_validate_json(event.model_dump_json()) == event
+    outcome = decision.outcome
+    if outcome is not None:
+        assert type(outcome).model_validate(outcome.model_dump()) == outcome
+        assert type(outcome).model_validate_json(outcome.model_dump_json()) == outcome
 
 
 def test_every_event_of_a_runtime_life_is_a_valid_envelope() -> None:

@@ -184,7 +184,8 @@ def _admit(runtime: Runtime, item: AnyInput, ctx: Context) -> Decision:
         signal=signal,
     )
     after, put_runtime = runtime_put(runtime, after, ctx)
-    outcome = Accepted(
+    # Built without validation, as events are: every value is the core's own.
+    outcome = Accepted.model_construct(
         input_id=record.input_id,
         phase=record.phase,
         lane=None if kind is InputKind.OPERATION else lane,
