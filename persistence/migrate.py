@@ -3,15 +3,22 @@
 Several workers may start at once against one PostgreSQL database; a transaction-scoped advisory
 lock makes the second wait for the first and then find the schema at head. On SQLite the
 migration transaction begins IMMEDIATE, which serialises migrators the same way.
+
+An upgrade reports what it did (:class:`Migration`): the revision found, the revision left and
+the revisions applied in between, read inside the migrating transaction, so that a migrator
+that waited for another one reports nothing applied.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,6 +28,18 @@ from persistence.sql.failures import DATABASE_ERRORS, store_error
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 _ADVISORY_LOCK_KEY = 0x6D65_6572_6B61_74  # "meerkat"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What one upgrade did."""
+
+    before: str | None
+    """The schema revision found (``None``: no schema yet)."""
+    after: str | None
+    """The schema revision left: head (``None`` only for a store without a schema)."""
+    applied: tuple[str, ...]
+    """The revisions applied, oldest first; empty when the schema was already at head."""
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -35,39 +54,57 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def upgrade_connection(connection: Connection) -> None:
+def upgrade_connection(connection: Connection) -> Migration:
     """Upgrade to head on ``connection``; the caller commits."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
-    command.upgrade(alembic_config(connection), "head")
+    config = alembic_config(connection)
+    before = _revision(connection)
+    command.upgrade(config, "head")
+    after = _revision(connection)
+    return Migration(before, after, applied_between(config, before, after))
 
 
-async def upgrade_engine(engine: AsyncEngine) -> None:
+def applied_between(config: Config, before: str | None, after: str | None) -> tuple[str, ...]:
+    """The revisions after ``before`` up to and including ``after``, oldest first."""
+    if after is None or after == before:
+        return ()
+    script = ScriptDirectory.from_config(config)
+    newest_first = script.iterate_revisions(after, before or "base")
+    return tuple(reversed([revision.revision for revision in newest_first]))
+
+
+def _revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def upgrade_engine(engine: AsyncEngine) -> Migration:
     """Upgrade the database behind ``engine`` to head (idempotent)."""
     try:
         async with engine.connect() as conn:
             await conn.execution_options(**{WRITE_OPTION: True})
             await conn.begin()
-            await conn.run_sync(upgrade_connection)
+            migration = await conn.run_sync(upgrade_connection)
             await conn.commit()
+            return migration
     except DATABASE_ERRORS as exc:
         raise store_error(exc) from exc
 
 
-async def upgrade_async(url: str) -> None:
+async def upgrade_async(url: str) -> Migration:
     """Upgrade the database at ``url`` to the latest schema (idempotent).
 
     A ``memory://`` store has no schema; upgrading it does nothing.
     """
     if url.startswith("memory://"):
-        return
+        return Migration(None, None, ())
     engine = make_engine(database_url(url), purpose="migrate")
     try:
-        await upgrade_engine(engine)
+        return await upgrade_engine(engine)
     finally:
         await engine.dispose()
 
 
-def upgrade(database_url: str) -> None:
+def upgrade(database_url: str) -> Migration:
     """Synchronous entry point of :func:`upgrade_async`; call it outside any event loop."""
-    asyncio.run(upgrade_async(database_url))
+    return asyncio.run(upgrade_async(database_url))

@@ -143,11 +143,17 @@ def _messages() -> dict[str, Any]:
             "summary": "A rejected or over-delivered message, body and properties unchanged",
             "description": ("The body is the original one, which may not even be JSON. The "
                             "worker adds x-meerkat-error (the typed rejection as JSON, or the "
-                            "failure) and x-meerkat-routing-key; a message the broker "
-                            "dead-lettered past x-delivery-limit carries x-death instead."),
+                            "failure), x-meerkat-routing-key and x-meerkat-dead-lettered-at; a "
+                            "message the broker dead-lettered past x-delivery-limit carries "
+                            "x-death instead."),
             "headers": _headers({
                 "x-meerkat-error": _prop("header: why the worker dead-lettered the message"),
                 "x-meerkat-routing-key": _prop("header: the routing key it was delivered with"),
+                "x-meerkat-dead-lettered-at": {
+                    "type": "integer",
+                    "description": "header: when the worker dead-lettered the message, an AMQP "
+                                   "timestamp (seconds since the Unix epoch)",
+                },
                 "message_id": _prop("AMQP property message_id, as published"),
                 "type": _prop("AMQP property type, as published"),
             }, []),

@@ -44,10 +44,12 @@ class LimitSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_message_bytes: int = Field(8 * MiB, ge=1)
-    max_image_bytes: int = Field(5 * MiB, ge=1)
-    max_images: int = Field(16, ge=0)
-    max_json_depth: int = Field(64, ge=2, le=200)
+    max_message_bytes: int = Field(8 * MiB, ge=1, description="largest accepted message")
+    max_image_bytes: int = Field(5 * MiB, ge=1, description="largest decoded image")
+    max_images: int = Field(16, ge=0, description="images per input")
+    max_json_depth: int = Field(
+        64, ge=2, le=200, description="deepest nesting of arrays and objects in a message"
+    )
 
     def to_limits(self) -> Limits:
         return Limits(
@@ -103,7 +105,7 @@ class Settings(BaseSettings):
     fault: str | None = Field(
         None, description="crash-consistency fault points, e.g. after_commit_before_ack:37"
     )
-    log_format: Literal["json", "console"] = "json"
+    log_format: Literal["json", "console"] = Field("json", description="json or console")
     shutdown_grace_seconds: float = Field(30.0, gt=0, description="drain time after SIGTERM")
     group_commit_window_ms: float = Field(5.0, ge=0, description="how long a commit batch fills")
     max_concurrent_runs: int = Field(

@@ -10,6 +10,7 @@ period must therefore exceed the longest time between a put and its commit (minu
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from persistence.ports import BlobStore
@@ -40,13 +41,16 @@ def parse_duration(text: str) -> timedelta:
 
 
 async def collect_garbage(
-    blobs: BlobStore, referenced: set[str], *, older_than: datetime, dry_run: bool
+    blobs: BlobStore, referenced: set[str], *, older_than: datetime, dry_run: bool,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> list[str]:
     """Delete the blobs that no stored input references and that were last modified before
     ``older_than``; return their ids (sorted). With ``dry_run`` nothing is deleted.
 
     ``referenced`` should be read from the state store before this is called; a blob referenced
-    by a later commit was put (and so refreshed) too recently to be taken.
+    by a later commit was put (and so refreshed) too recently to be taken. ``progress`` is told
+    how many blobs were deleted so far and how many are to go in all, before the first and after
+    each deletion.
     """
     if older_than.tzinfo is None:
         raise ValueError("older_than must carry a time zone")
@@ -55,7 +59,12 @@ async def collect_garbage(
         for info in await blobs.list_blobs()
         if info.blob_id not in referenced and info.modified_at < older_than
     )
-    if not dry_run:
-        for blob_id in doomed:
-            await blobs.delete(blob_id)
+    if dry_run:
+        return doomed
+    if progress is not None:
+        progress(0, len(doomed))
+    for done, blob_id in enumerate(doomed, start=1):
+        await blobs.delete(blob_id)
+        if progress is not None:
+            progress(done, len(doomed))
     return doomed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import pytest
@@ -18,8 +19,9 @@ from pydantic import SecretStr
 
 from schemas import INPUT_MESSAGE_TYPE, InputEnvelope
 from tests.fixtures.rabbitmq import TopologyFactory
-from worker.cli.broker_commands import broker_command, replay, show_dead
+from worker.cli.broker_commands import broker_command
 from worker.cli.dlq import list_dead, replay_dead
+from worker.cli.dlq_commands import replay, show_dead
 from worker.cli.publish import build_prompt, publish_input
 from worker.config import Settings
 from worker.pipeline.settle import ERROR_HEADER
@@ -223,6 +225,8 @@ async def test_list_reports_why_and_where_the_broker_dead_lettered(
     await (await channel.get_queue(topology.shard_queue(0), ensure=False)).cancel(consumer)
 
     [letter] = await list_dead(dead_channel, 10, topology=topology)
+    assert letter.dead_lettered_at is not None  # the broker's x-death time
+    assert abs(datetime.now(UTC) - letter.dead_lettered_at) < timedelta(minutes=5)
     assert letter.death_reason == "delivery_limit"
     assert letter.first_death_queue == topology.shard_queue(0)
     assert letter.runtime_id == "rt:dlq-why"
@@ -256,7 +260,7 @@ async def test_dlq_commands_list_as_json_then_replay(
 
     listing = argparse.Namespace(limit=None, json=True)
     assert await broker_command(show_dead(listing, settings, topology), settings) == 0
-    [shown] = json.loads(capsys.readouterr().out)
+    [shown] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert shown["message_id"] == str(envelope.input.header.id)
     assert shown["error"] == "illegal command"
 

@@ -249,6 +249,23 @@ async def test_send_command_publishes_an_abandon_input(
     assert envelope.command.input_id == target
 
 
+async def test_send_command_carries_the_abandon_reason(
+    settings: Settings,
+    one_shard: Topology,
+    amqp_connection: AbstractRobustConnection,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = command_args("rt:send-10", "abandon_pending", abandon_reason="stopped")
+
+    assert await broker_command(send_command(args, settings, one_shard), settings) == 0
+
+    message = await next_message(await amqp_connection.channel(), one_shard.shard_queue(0))
+    assert message.message_id == capsys.readouterr().out.strip()
+    envelope = CommandEnvelope.model_validate_json(message.body)
+    assert envelope.command.command_type == "abandon_pending"
+    assert envelope.command.abandon_reason == "stopped"
+
+
 async def test_send_command_abandon_input_needs_the_input_id(
     settings: Settings, one_shard: Topology, capsys: pytest.CaptureFixture[str]
 ) -> None:

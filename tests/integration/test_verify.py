@@ -28,7 +28,8 @@ from persistence.ports import HistoryReader
 from schemas import INPUT_MESSAGE_TYPE, InputEnvelope
 from tests.fixtures.rabbitmq import TopologyFactory
 from tests.integration.conftest import Stack, StackFactory, new_runtime_id
-from worker.cli.broker_commands import broker_command, show_dead
+from worker.cli.broker_commands import broker_command
+from worker.cli.dlq_commands import show_dead
 from worker.cli.publish import build_command, build_prompt, publish_input
 from worker.config import Settings
 from worker.history.published import EventCapture, PublishedLog

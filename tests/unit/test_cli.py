@@ -23,6 +23,7 @@ COMMANDS = [
     "inspect",
     "dlq list",
     "dlq replay",
+    "dlq purge",
     "blobs gc",
     "schemas export",
     "verify",
@@ -47,7 +48,7 @@ def test_every_contract_command_has_a_handler() -> None:
 @pytest.mark.parametrize("command", ["", *GROUPS, *COMMANDS])
 def test_help_exits_zero(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*command.split(), "--help"]) == EXIT_OK
-    assert "usage: meerkat-worker" in capsys.readouterr().out
+    assert "usage: meerkat-worker" in capsys.readouterr().out.lower()
 
 
 @pytest.mark.parametrize(
@@ -69,7 +70,7 @@ def test_help_exits_zero(command: str, capsys: pytest.CaptureFixture[str]) -> No
 )
 def test_usage_errors_exit_two(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == EXIT_USAGE
-    assert "usage: meerkat-worker" in capsys.readouterr().err
+    assert "usage: meerkat-worker" in capsys.readouterr().err.lower()
 
 
 def test_invalid_configuration_exits_two(

@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 
 from persistence.blobs import FileBlobStore
 from persistence.factory import open_runtime_store
+from persistence.migrate import alembic_config
 from tests.unit.images import b64, png_bytes
 from worker.cli.common import EXIT_OK
 from worker.cli.main import main
@@ -95,3 +97,19 @@ def test_blobs_gc_removes_only_old_unreferenced_blobs(
     assert asyncio.run(store.exists(young))
     assert len(referenced) == 1
     assert all(path.exists() for path in referenced)
+
+
+def test_migrate_says_what_it_applied(
+    local_settings: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    revisions = [r.revision for r in ScriptDirectory.from_config(alembic_config()).walk_revisions()]
+
+    assert main(["migrate"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == [
+        f"applied {len(revisions)} revision(s): {', '.join(reversed(revisions))}; "
+        f"database schema at {head}"
+    ]
+
+    assert main(["migrate"]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == [f"database schema already at {head}"]

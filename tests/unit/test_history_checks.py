@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from persistence.ports import OutboxEntry
 from schemas import EventCode, EventEnvelope, InputPhase, RuntimePhase
 from tests.contract.runtime_builders import NOW, completed, event, receipt, record, row
-from worker.cli.dlq import DeadLetter
+from worker.cli.dead_letters import DeadLetter
 from worker.core.model import BoundaryReceipt, InputRecord
 from worker.history.checks import VIOLATIONS, WARNINGS, _inversions, blob_ids_to_check, check
 from worker.history.facts import Facts, Report, RuntimeFacts

@@ -4,19 +4,29 @@ Layout (each module imports only modules above it in this list, never one below)
 
 - :mod:`worker.cli.common`: the program name and exit codes, the argument types, error printing
   (``fail``, ``scrub``) and loading the settings. Nothing else of the package.
+- :mod:`worker.cli.dead_letters`: what a dead letter is to an operator, and the filters of the
+  ``dlq`` commands. Pure.
+- :mod:`worker.cli.progress`: progress bars (rich, on standard error, on a terminal only).
+- :mod:`worker.cli.settings_help`: the settings as ``run --help`` lists them, from the model.
+- :mod:`worker.cli.parser`: the grammar, a Typer application: every command, argument and
+  option, help and shell completion. It imports no command's module: each command hands its
+  arguments to the dispatcher it is given.
 - :mod:`worker.cli.publish`: building prompts and commands, publishing them to the ingress
   exchange with confirms, and waiting for the reply. The test suites and the benchmarks publish
   with it too.
-- :mod:`worker.cli.dlq`: the dead queue: listing and replaying dead-lettered messages (the
-  history checker reads it too).
+- :mod:`worker.cli.dlq`: the dead queue: listing, replaying and purging dead-lettered messages
+  (the history checker reads it too).
 - :mod:`worker.cli.store_commands`: ``migrate``, ``inspect``, ``blobs gc``.
-- :mod:`worker.cli.broker_commands`: ``topology declare|check``, ``send input|command``,
-  ``dlq list|replay``.
+- :mod:`worker.cli.broker_commands`: ``topology declare|check``, ``send input|command``, and the
+  broker connection of a command.
+- :mod:`worker.cli.dlq_commands`: ``dlq list|replay|purge``.
 - :mod:`worker.cli.verify`: ``verify``, the history checker of :mod:`worker.history`.
 - :mod:`worker.cli.main`: the entry point ``main`` (the ``meerkat-worker`` script,
-  ``python -m worker``, ``python -m worker.cli``): the parser, ``run`` and ``schemas export``,
-  and the table that imports a command's module, inside a function, only when that command
-  runs; ``--help`` then loads none of the broker, database or blob-store libraries.
+  ``python -m worker``, ``python -m worker.cli``): it runs the parser with :func:`~worker.cli.
+  main.dispatch`, which loads the settings and runs the command's handler, found in a table
+  that imports the handler's module, inside a function, only when that command runs; ``run``
+  and ``schemas export``. ``--help`` and completion then load none of the broker, database or
+  blob-store libraries (a unit test checks).
 
 This ``__init__`` imports nothing, so that importing :mod:`worker.cli.dlq` or
 :mod:`worker.cli.publish` does not load the parser.

@@ -1,8 +1,9 @@
-"""The broker commands of the command line: ``topology``, ``send`` and ``dlq``.
+"""The broker commands of the command line, ``topology`` and ``send``, and the broker connection
+that they and the ``dlq`` commands (:mod:`worker.cli.dlq_commands`) share.
 
 Each ``cmd_*`` handler has the :data:`worker.cli.common.Handler` signature and runs one
-coroutine; the coroutines take the ``Topology`` explicitly so that tests can point them at their
-own names.
+coroutine (:func:`run_on_broker`); the coroutines take the ``Topology`` explicitly so that tests
+can point them at their own names.
 
 Exit codes beyond those of :mod:`worker.cli.main`: 1 when the broker answers but its topology is
 wrong (``topology check`` problems, the consistent-hash plugin missing, nothing bound to the
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -34,7 +34,6 @@ from worker.cli.common import (
     fail,
     scrub,
 )
-from worker.cli.dlq import list_dead, replay_dead
 from worker.cli.publish import (
     NoReply,
     PublishRequest,
@@ -48,7 +47,6 @@ from worker.config import Settings
 from worker.topology import Topology, TopologyError
 
 DEFAULT_WAIT_SECONDS = 30.0
-DEFAULT_LIST_LIMIT = 100
 CONNECT_TIMEOUT_SECONDS = 10.0
 
 
@@ -60,30 +58,25 @@ class BrokerUnreachable(Exception):
 
 
 def cmd_topology_declare(args: argparse.Namespace, settings: Settings) -> int:
-    return _run(declare_topology(settings, Topology.from_settings(settings)), settings)
+    return run_on_broker(declare_topology(settings, Topology.from_settings(settings)), settings)
 
 
 def cmd_topology_check(args: argparse.Namespace, settings: Settings) -> int:
-    return _run(check_topology(settings, Topology.from_settings(settings)), settings)
+    return run_on_broker(check_topology(settings, Topology.from_settings(settings)), settings)
 
 
 def cmd_send_input(args: argparse.Namespace, settings: Settings) -> int:
-    return _run(send_input(args, settings, Topology.from_settings(settings)), settings)
+    return run_on_broker(send_input(args, settings, Topology.from_settings(settings)), settings)
 
 
 def cmd_send_command(args: argparse.Namespace, settings: Settings) -> int:
-    return _run(send_command(args, settings, Topology.from_settings(settings)), settings)
+    return run_on_broker(send_command(args, settings, Topology.from_settings(settings)), settings)
 
 
-def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
-    return _run(show_dead(args, settings, Topology.from_settings(settings)), settings)
+def run_on_broker(command: Awaitable[int], settings: Settings) -> int:
+    """Run a broker command in an event loop of its own; its exit code (see
+    :func:`broker_command`)."""
 
-
-def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
-    return _run(replay(args, settings, Topology.from_settings(settings)), settings)
-
-
-def _run(command: Awaitable[int], settings: Settings) -> int:
     async def guarded() -> int:
         return await broker_command(command, settings)
 
@@ -142,9 +135,10 @@ async def send_input(args: argparse.Namespace, settings: Settings, topology: Top
 
 
 async def send_command(args: argparse.Namespace, settings: Settings, topology: Topology) -> int:
-    """``send command RUNTIME NAME [--reason R] [--input-id ID] [--wait]``."""
+    """``send command RUNTIME NAME [--reason R] [--input-id ID] [--abandon-reason A] [--wait]``."""
     try:
-        envelope = build_command(args.runtime, args.name, args.reason, args.input_id)
+        envelope = build_command(args.runtime, args.name, args.reason, args.input_id,
+                                 getattr(args, "abandon_reason", None))
     except ValueError as exc:
         return fail(str(exc), EXIT_USAGE)
     return await _send(envelope, args, settings, topology)
@@ -195,33 +189,6 @@ async def _await_reply(
 def report_outcome(reply: Reply) -> int:
     print(reply.outcome.model_dump_json())
     return EXIT_REJECTED if isinstance(reply.outcome, Rejected) else EXIT_OK
-
-
-async def show_dead(args: argparse.Namespace, settings: Settings, topology: Topology) -> int:
-    """``dlq list [--limit N] [--json]``: the messages stay in the dead queue."""
-    limit = getattr(args, "limit", None) or DEFAULT_LIST_LIMIT
-    async with broker(settings) as connection:
-        channel = await connection.channel()
-        dead = await list_dead(channel, limit, topology=topology)
-    if getattr(args, "json", False):
-        print(json.dumps([letter.to_json() for letter in dead], indent=2))
-        return EXIT_OK
-    for letter in dead:
-        print(letter.describe())
-    print(f"{len(dead)} dead-lettered message(s) shown from {topology.dead_queue}"
-          + (f" (at most {limit})" if len(dead) == limit else ""))
-    return EXIT_OK
-
-
-async def replay(args: argparse.Namespace, settings: Settings, topology: Topology) -> int:
-    """``dlq replay [--limit N]``."""
-    async with broker(settings) as connection:
-        channel = await connection.channel()
-        count = await replay_dead(channel, getattr(args, "limit", None), topology=topology,
-                                  user_id=broker_user(settings))
-    print(f"replayed {count} message(s) from {topology.dead_queue} "
-          f"to {topology.ingress_exchange} (commands through {topology.commands_exchange})")
-    return EXIT_OK
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """What every command module of the command line shares: the program name and exit codes,
 the argument types of the parser, error printing, and loading the settings.
 
-Imports nothing of the command line itself, so each command module can import it.
+The argument types are plain functions from the text given on the command line to a value; they
+raise ``ValueError`` with a message fit for the user, which the parser shows as a usage error
+(exit code 2). Imports nothing of the command line itself, so each command module can import it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 def runtime_id(text: str) -> str:
     if not re.fullmatch(RUNTIME_ID_PATTERN, text):
-        raise argparse.ArgumentTypeError(
+        raise ValueError(
             f"not a runtime id (1..200 of A-Z a-z 0-9 : . _ -): {text!r}"
         )
     return text
@@ -45,7 +47,7 @@ def runtime_id(text: str) -> str:
 def existing_file(text: str) -> Path:
     path = Path(text)
     if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
+        raise ValueError(f"no such file: {text}")
     return path
 
 
@@ -53,12 +55,12 @@ def uuid(text: str) -> UUID:
     try:
         return UUID(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a UUID: {text!r}") from None
+        raise ValueError(f"not a UUID: {text!r}") from None
 
 
 def key(text: str) -> str:
     if not 1 <= len(text) <= 256:
-        raise argparse.ArgumentTypeError("a key is 1..256 characters")
+        raise ValueError("a key is 1..256 characters")
     return text
 
 
@@ -68,7 +70,7 @@ def positive_int(text: str) -> int:
     except ValueError:
         number = 0
     if number < 1:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+        raise ValueError(f"not a positive integer: {text!r}")
     return number
 
 
@@ -77,11 +79,15 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def duration(text: str) -> timedelta:
-    """``90s``, ``15m``, ``24h``, ``7d`` or a combination such as ``1h30m``."""
+    """``90s``, ``15m``, ``24h``, ``7d`` or several run together, summed, such as ``1h30m``; no
+    spaces, signs or fractions."""
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
-        raise argparse.ArgumentTypeError(f"not a duration like 24h, 30m, 90s, 7d: {text!r}")
-    return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[u] for n, u in parts))
+        raise ValueError(f"not a duration like 24h, 30m, 90s, 7d: {text!r}")
+    try:
+        return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[u] for n, u in parts))
+    except OverflowError:
+        raise ValueError(f"too long a duration: {text!r}") from None
 
 
 # --- errors -----------------------------------------------------------------------------------

@@ -16,23 +16,39 @@ Listing takes messages with ``basic.get`` without acking and then returns them. 
 each return adds one to ``x-delivery-count``; the dead queue has no delivery limit, so that count
 only grows and nothing is lost. The dead queue is bounded in length (``x-max-length``, dropping
 the oldest), which a listing does not change: it adds no message.
+
+The broker puts a returned message at the tail of a quorum queue (RabbitMQ 3.10), behind the
+messages not yet taken. So whatever holds messages to give them back goes through the whole
+queue first: the messages given back, in the order they were taken, then make the queue again,
+in its order. A listing does so whatever its limit, and so do a replay and a purge that had to
+pass a message over: one limited to the messages a :class:`~worker.cli.dead_letters.
+DeadLetterFilter` picks, or one that met a message it had replayed. A replay or purge of every
+message takes from the head and holds nothing, and stops at its limit. A matching message is
+replayed (acked once the broker has confirmed its copy) or purged (acked); the others are held,
+unacked, until the command ends, so they stay in the dead queue as they were, in their order.
+(A message dead-lettered in the instant between the end of the pass and the return lands before
+them.) Should the command die, the broker returns what it held. Nothing is removed that was not
+replayed, purged on purpose, or dropped by ``x-max-length``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError
 
+from worker.cli.dead_letters import DeadLetter, DeadLetterFilter
 from worker.cli.publish import DEFAULT_TOPOLOGY, publish_confirmed
 from worker.pipeline import settle
 from worker.pipeline.parsing import reads_as_command
-from worker.pipeline.settle import ERROR_HEADER
+from worker.pipeline.settle import DEAD_LETTERED_AT_HEADER, ERROR_HEADER
 from worker.pipeline.wire import PARSER_MAX_DEPTH, NotStrictJson, read_strict_json
 from worker.topology import Topology
 
@@ -47,95 +63,154 @@ _DEATH_HEADERS = frozenset(
         "x-last-death-queue",
         "x-last-death-reason",
         ERROR_HEADER,
+        DEAD_LETTERED_AT_HEADER,
     }
 )
 """Headers the broker or the worker added on the way to the dead queue; a replay drops them."""
 
+SELECT_ALL = DeadLetterFilter()
+
+Progress = Callable[[int, int | None], None]
+"""Told, after each message taken from the dead queue, how many so far and (if known) how many
+the queue held at the start."""
+
 
 @dataclass(frozen=True)
-class DeadLetter:
-    """What an operator needs to know about one dead-lettered message."""
+class Sweep:
+    """What a replay or purge did."""
 
-    message_id: str | None
-    message_type: str | None
-    runtime_id: str | None
-    routing_key: str
-    error: str | None
-    death_reason: str | None
-    first_death_queue: str | None
-    death_count: int
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        death = self.death_reason or "-"
-        if self.first_death_queue:
-            death += f" in {self.first_death_queue}"
-        return (
-            f"{self.message_id or '-'}  {self.message_type or '-'}  "
-            f"runtime={self.runtime_id or '-'}  death={death}  error={self.error or '-'}"
-        )
+    taken: int
+    """Messages replayed or purged."""
+    passed_over: int
+    """Messages that did not match the filter, returned to the dead queue in their order."""
 
 
 async def list_dead(
-    channel: AbstractChannel, limit: int | None = None, *, topology: Topology = DEFAULT_TOPOLOGY
+    channel: AbstractChannel, limit: int | None = None, *, topology: Topology = DEFAULT_TOPOLOGY,
+    select: DeadLetterFilter = SELECT_ALL, progress: Progress | None = None,
 ) -> list[DeadLetter]:
-    """Up to ``limit`` dead-lettered messages, oldest first, leaving them all in the queue."""
+    """Up to ``limit`` dead-lettered messages that ``select`` picks, oldest first, leaving them
+    all in the queue, in their order (so the whole queue is gone through, whatever the limit:
+    see the module docstring)."""
     queue = await channel.get_queue(topology.dead_queue, ensure=True)
+    total = (await queue.declare()).message_count if progress is not None else None
+    now = datetime.now(UTC)
     held: list[AbstractIncomingMessage] = []
+    shown: list[DeadLetter] = []
     try:
-        while limit is None or len(held) < limit:
-            message = await queue.get(no_ack=False, fail=False)
-            if message is None:
-                break
+        while (message := await queue.get(no_ack=False, fail=False)) is not None:
             held.append(message)
-        return [dead_letter(message) for message in held]
+            if progress is not None:
+                progress(len(held), total)
+            if limit is None or len(shown) < limit:
+                letter = dead_letter(message)
+                if select.matches(letter, now):
+                    shown.append(letter)
+        return shown
     finally:
-        for message in held:
-            # Closing the channel would return them too; returning them explicitly keeps the
-            # caller's channel usable.
-            with contextlib.suppress(AMQPError, RuntimeError):
-                await settle.release(message)
+        await _give_back(held)
 
 
 async def replay_dead(
     channel: AbstractChannel, limit: int | None = None, *, topology: Topology = DEFAULT_TOPOLOGY,
     user_id: str | None = None,
 ) -> int:
-    """Re-publish up to ``limit`` dead-lettered messages, oldest first: inputs to the ingress
-    exchange, commands to the commands exchange.
+    """:func:`replay_selected` of every message; returns how many were replayed."""
+    sweep = await replay_selected(channel, limit, topology=topology, user_id=user_id)
+    return sweep.taken
+
+
+async def replay_selected(
+    channel: AbstractChannel, limit: int | None = None, *, topology: Topology = DEFAULT_TOPOLOGY,
+    user_id: str | None = None, select: DeadLetterFilter = SELECT_ALL,
+    progress: Progress | None = None,
+) -> Sweep:
+    """Re-publish up to ``limit`` dead-lettered messages that ``select`` picks, oldest first:
+    inputs to the ingress exchange, commands to the commands exchange.
 
     Each one goes out with its runtime id as routing key, its properties and body unchanged and
     the dead-letter headers removed; it is acked from the dead queue only after the broker has
     confirmed the new copy. A message that dies again while the replay runs comes back to the
-    tail of the dead queue; meeting it again means everything older has been replayed, so the
+    tail of the dead queue; meeting it again means everything older has been looked at, so the
     replay stops there instead of cycling. The channel must have publisher confirms.
-    Returns how many were replayed.
     """
-    queue = await channel.get_queue(topology.dead_queue, ensure=False)
     ingress = await channel.get_exchange(topology.ingress_exchange, ensure=False)
     commands = await channel.get_exchange(topology.commands_exchange, ensure=False)
-    replayed: set[str] = set()
-    while limit is None or len(replayed) < limit:
-        message = await queue.get(no_ack=False, fail=False)
-        if message is None:
-            break
-        identity = _identity(message)
-        if identity in replayed:
-            await settle.release(message)
-            break
-        try:
-            exchange = commands if is_command_message(message) else ingress
-            await publish_confirmed(exchange, replay_copy(message, user_id),
-                                    replay_routing_key(message))
-        except BaseException:
-            with contextlib.suppress(AMQPError, RuntimeError):
-                await settle.release(message)
-            raise
+
+    async def replay(message: AbstractIncomingMessage) -> None:
+        exchange = commands if is_command_message(message) else ingress
+        await publish_confirmed(exchange, replay_copy(message, user_id),
+                                replay_routing_key(message))
         await settle.ack_one(message)
-        replayed.add(identity)
-    return len(replayed)
+
+    return await _sweep(channel, topology, replay, limit=limit, select=select,
+                        progress=progress, stop_at_repeat=True)
+
+
+async def purge_selected(
+    channel: AbstractChannel, limit: int | None = None, *, topology: Topology = DEFAULT_TOPOLOGY,
+    select: DeadLetterFilter = SELECT_ALL, progress: Progress | None = None,
+) -> Sweep:
+    """Delete up to ``limit`` dead-lettered messages that ``select`` picks, oldest first."""
+    return await _sweep(channel, topology, settle.ack_one, limit=limit, select=select,
+                        progress=progress, stop_at_repeat=False)
+
+
+async def _sweep(
+    channel: AbstractChannel, topology: Topology,
+    take: Callable[[AbstractIncomingMessage], Awaitable[None]], *,
+    limit: int | None, select: DeadLetterFilter, progress: Progress | None,
+    stop_at_repeat: bool,
+) -> Sweep:
+    """Take each matching message off the head of the dead queue with ``take`` (which acks it
+    when done) until ``limit`` are taken; hold the others and give them back at the end. Once a
+    message is held, the queue is gone through to its end, so that what is given back returns
+    in its order (module docstring)."""
+    queue = await channel.get_queue(topology.dead_queue, ensure=False)
+    total = (await queue.declare()).message_count if progress is not None else None
+    now = datetime.now(UTC)
+    held: list[AbstractIncomingMessage] = []
+    taken: set[str] = set()
+    seen = count = passed_over = 0
+    taking = True
+    try:
+        while True:
+            taking = taking and (limit is None or count < limit)
+            if not taking and not held:
+                break  # only the head was taken: the rest is in its order as it is
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            seen += 1
+            if progress is not None:
+                progress(seen, total)
+            identity = _identity(message)
+            # A replayed message back from the dead: everything older has been looked at.
+            taking = taking and not (stop_at_repeat and identity in taken)
+            matches = select.matches(dead_letter(message), now)
+            if not (taking and matches):
+                held.append(message)
+                if not matches:
+                    passed_over += 1
+                continue
+            try:
+                await take(message)
+            except BaseException:
+                held.append(message)
+                raise
+            taken.add(identity)
+            count += 1
+    finally:
+        await _give_back(held)
+    return Sweep(taken=count, passed_over=passed_over)
+
+
+async def _give_back(held: list[AbstractIncomingMessage]) -> None:
+    """Return the held messages in the order they were taken. Closing the channel would return
+    them too; returning them explicitly keeps the caller's channel usable."""
+    for message in held:
+        with contextlib.suppress(AMQPError, RuntimeError):
+            await settle.release(message)
 
 
 def _identity(message: AbstractIncomingMessage) -> str:
@@ -155,6 +230,8 @@ def dead_letter(message: AbstractIncomingMessage) -> DeadLetter:
         death_reason=_text(headers.get("x-first-death-reason")) or _text(first.get("reason")),
         first_death_queue=_text(headers.get("x-first-death-queue")) or _text(first.get("queue")),
         death_count=sum(int(death.get("count") or 0) for death in deaths),
+        dead_lettered_at=_moment(headers.get(DEAD_LETTERED_AT_HEADER))
+        or (_moment(deaths[0].get("time")) if deaths else None),
     )
 
 
@@ -212,6 +289,18 @@ def _runtime_id(body: bytes) -> str | None:
         return None
     runtime_id = document.get("runtime_id") if isinstance(document, dict) else None
     return runtime_id if isinstance(runtime_id, str) else None
+
+
+def _moment(value: Any) -> datetime | None:
+    """An AMQP timestamp as an aware datetime (a naive one is UTC, as AMQP has no zone)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
 
 
 def _text(value: Any) -> str | None:

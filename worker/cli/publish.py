@@ -101,12 +101,17 @@ _COMMAND = TypeAdapter[Command](Command)
 
 
 def build_command(
-    runtime_id: str, name: str, reason: str | None = None, input_id: UUID | None = None
+    runtime_id: str, name: str, reason: str | None = None, input_id: UUID | None = None,
+    abandon_reason: str | None = None,
 ) -> CommandEnvelope:
-    """A lifecycle command with a fresh id; ``ValueError`` when the fields do not fit ``name``."""
+    """A lifecycle command with a fresh id; ``ValueError`` when the fields do not fit ``name``
+    (``input_id`` is for ``abandon_input``, ``abandon_reason`` for ``abandon_pending`` and
+    ``abandon_input``, where it defaults to ``cancelled``)."""
     fields: dict[str, object] = {"command_type": name, "command_id": uuid7(), "reason": reason}
     if input_id is not None:
         fields["input_id"] = input_id
+    if abandon_reason is not None:
+        fields["abandon_reason"] = abandon_reason
     try:
         command = _COMMAND.validate_python(fields)
     except ValidationError as exc:

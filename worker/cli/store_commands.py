@@ -1,7 +1,8 @@
 """The store commands of the command line: ``migrate``, ``inspect`` and ``blobs gc``.
 
 Each ``cmd_*`` handler has the :data:`worker.cli.common.Handler` signature and opens the store
-(and, for ``blobs gc``, the blob store) named by the settings for the one command.
+(and, for ``blobs gc``, the blob store) named by the settings for the one command. ``blobs gc``
+shows its progress on a terminal (:mod:`worker.cli.progress`).
 """
 
 from __future__ import annotations
@@ -16,16 +17,25 @@ from typing import Any
 from persistence.blobs import collect_garbage, open_blob_store
 from persistence.codec import encode_input
 from persistence.factory import open_runtime_store
-from persistence.migrate import upgrade
+from persistence.migrate import Migration, upgrade
 from persistence.ports import RuntimeStore
 from worker.cli.common import EXIT_OK
+from worker.cli.progress import progress_bar
 from worker.config import Settings
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    upgrade(settings.database_url.get_secret_value())
-    print("database schema is up to date")
+    print(describe_migration(upgrade(settings.database_url.get_secret_value())))
     return EXIT_OK
+
+
+def describe_migration(migration: Migration) -> str:
+    if migration.after is None:
+        return "an in-memory store has no schema: nothing to migrate"
+    if not migration.applied:
+        return f"database schema already at {migration.after}"
+    return (f"applied {len(migration.applied)} revision(s): {', '.join(migration.applied)}; "
+            f"database schema at {migration.after}")
 
 
 def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
@@ -121,7 +131,9 @@ async def _blobs_gc(settings: Settings, grace: timedelta, dry_run: bool) -> list
         # A blob put for a commit still in flight is younger than the grace period, so it
         # survives even though the references were read before it was committed.
         referenced = await store.referenced_blob_ids()
-        return await collect_garbage(blobs, referenced, older_than=older_than, dry_run=dry_run)
+        with progress_bar("deleting blobs") as progress:
+            return await collect_garbage(blobs, referenced, older_than=older_than,
+                                         dry_run=dry_run, progress=progress)
     finally:
         await store.close()
         await blobs.close()

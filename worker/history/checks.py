@@ -37,7 +37,7 @@ from uuid import UUID
 
 from persistence.codec import blob_ids_of
 from schemas import EventCode, InputKind, InputPhase, RuntimePhase
-from worker.cli.dlq import DeadLetter
+from worker.cli.dead_letters import DeadLetter
 from worker.history.facts import CheckResult, Facts, Finding, Report, RuntimeFacts
 from worker.history.published import PublishedRecord
 

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from persistence.ports import OutboxEntry
 from schemas import CommandCompleted
-from worker.cli.dlq import DeadLetter
+from worker.cli.dead_letters import DeadLetter
 from worker.core.model import BoundaryReceipt, InputRecord, RuntimeRow
 from worker.history.published import PublishedRecord
 

@@ -21,7 +21,8 @@ from aio_pika.abc import AbstractChannel
 
 from persistence.ports import BlobStore, HistoryReader
 from schemas import EventEnvelope
-from worker.cli.dlq import DeadLetter, list_dead
+from worker.cli.dead_letters import DeadLetter
+from worker.cli.dlq import list_dead
 from worker.history.checks import blob_ids_to_check
 from worker.history.facts import Facts, RuntimeFacts
 from worker.history.published import PublishedRecord

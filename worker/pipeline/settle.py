@@ -29,6 +29,7 @@ import contextlib
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import aio_pika
@@ -50,6 +51,8 @@ from worker.watchdog import Watchdog
 
 ERROR_HEADER = "x-meerkat-error"
 ROUTING_KEY_HEADER = "x-meerkat-routing-key"
+DEAD_LETTERED_AT_HEADER = "x-meerkat-dead-lettered-at"
+"""When the worker dead-lettered the message (an AMQP timestamp): ``dlq`` age filters read it."""
 MAX_REASON_CHARS = 2000
 
 
@@ -129,6 +132,7 @@ async def dead_letter(
     headers: dict[str, Any] = dict(message.headers or {})
     headers[ERROR_HEADER] = reason[:MAX_REASON_CHARS]
     headers[ROUTING_KEY_HEADER] = message.routing_key or ""
+    headers[DEAD_LETTERED_AT_HEADER] = datetime.now(UTC)
     copy = aio_pika.Message(
         body=message.body,
         headers=headers,
