@@ -4,6 +4,8 @@ Layout (each module imports only modules above it in this list, never one below)
 
 - :mod:`worker.cli.common`: the program name and exit codes, the argument types, error printing
   (``fail``, ``scrub``) and loading the settings. Nothing else of the package.
+- :mod:`worker.cli.failures`: how a command ends on a failure :mod:`worker.refusals` knows
+  (its exit code and its one line).
 - :mod:`worker.cli.publish`: building prompts and commands, publishing them to the ingress
   exchange with confirms, and waiting for the reply. The test suites and the benchmarks publish
   with it too.

@@ -8,7 +8,9 @@ so that ``--help`` and ``schemas export`` stay fast and need none of the service
 
 Exit codes: 0 ok, 1 a check found problems (``topology check``, ``verify``), 2 usage or
 configuration error, 3 a dependency (broker, database, blob store) cannot be reached, 4 the
-worker rejected the request.
+worker rejected the request, 5 ``run`` failed (a part of the worker, or start-up, for a reason
+of no other code), 6 ``inspect`` found no such runtime. Failures are mapped to codes by
+:mod:`worker.cli.failures`.
 """
 
 from __future__ import annotations
@@ -20,25 +22,21 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from persistence.errors import StoreUnavailable
 from schemas import COMMAND_TYPES
 from worker.cli.common import (
-    EXIT_FAILED,
     EXIT_OK,
-    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     PROG,
     Handler,
     duration,
     existing_file,
-    fail,
     key,
     positive_int,
     runtime_id,
-    scrub,
     settings_or_report,
     uuid,
 )
+from worker.cli.failures import exit_for
 from worker.config import ENV_PREFIX, Settings
 
 if TYPE_CHECKING:
@@ -49,13 +47,9 @@ if TYPE_CHECKING:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    import asyncio
+    from worker.lifecycle import run_worker
 
-    from worker.app import serve
-    from worker.logs import configure_logging
-
-    configure_logging(settings.log_format)
-    return asyncio.run(serve(settings))
+    return run_worker(settings)
 
 
 def cmd_schemas_export(args: argparse.Namespace, settings: Settings) -> int:
@@ -247,24 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return handler_for(args.command)(args, settings)
-    except dependency_errors() as exc:
-        return fail("cannot reach a dependency: "
-                    f"{scrub(str(exc) or type(exc).__name__, settings)}",
-                    EXIT_UNAVAILABLE, args.command)
-    except topology_errors() as exc:  # e.g. ``run`` against shard queues declared otherwise
-        return fail(str(exc), EXIT_FAILED, args.command)
     except KeyboardInterrupt:
         return 130
-
-
-def topology_errors() -> tuple[type[BaseException], ...]:
-    from worker.topology import TopologyError
-
-    return (TopologyError,)
-
-
-def dependency_errors() -> tuple[type[BaseException], ...]:
-    from aiormq.exceptions import AMQPConnectionError
-
-    amqp: type[BaseException] = AMQPConnectionError
-    return StoreUnavailable, amqp, ConnectionError, TimeoutError
+    except Exception as exc:  # a known failure is one line and its exit code
+        code = exit_for(exc, settings, args.command)
+        if code is None:
+            raise
+        return code
