@@ -73,3 +73,22 @@ class BlobCorrupt(StoreError):
 
 class UnsafeDatabase(StoreError):
     """The database is configured so that a commit may not be durable (synchronous_commit off)."""
+
+
+class DatabaseMissing(StoreError):
+    """The database the URL names does not exist: a SQLite file (for a command that only
+    reads) or the folder it would be made in, a PostgreSQL database. ``kind`` says which:
+    ``sqlite_folder``, ``sqlite_file`` or ``postgresql_database``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class SchemaMismatch(StoreError):
+    """The database's schema is not the one this code needs. ``behind``: it is older (or
+    absent), and migrating brings it to head; otherwise a newer version migrated it."""
+
+    def __init__(self, message: str, *, behind: bool) -> None:
+        super().__init__(message)
+        self.behind = behind

@@ -7,6 +7,12 @@ migration transaction begins IMMEDIATE, which serialises migrators the same way.
 An upgrade reports what it did (:class:`Migration`): the revision found, the revision left and
 the revisions applied in between, read inside the migrating transaction, so that a migrator
 that waited for another one reports nothing applied.
+
+Code and schema must agree before anything reads or writes: :func:`check_schema` compares the
+revision recorded in the database (``alembic_version``) with the head of the packaged
+migrations and raises :class:`~persistence.errors.SchemaMismatch` when the schema is absent or
+behind (migrating fixes it) or at a revision this code does not know (a newer version migrated
+it; upgrading refuses that too, rather than fail inside Alembic).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from persistence.errors import SchemaMismatch
 from persistence.sql.engine import WRITE_OPTION, database_url, make_engine
 from persistence.sql.failures import DATABASE_ERRORS, store_error
 
@@ -58,6 +65,7 @@ def upgrade_connection(connection: Connection) -> Migration:
     """Upgrade to head on ``connection``; the caller commits."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+    _refuse_unknown_revisions(connection)
     config = alembic_config(connection)
     before = _revision(connection)
     command.upgrade(config, "head")
@@ -76,6 +84,47 @@ def applied_between(config: Config, before: str | None, after: str | None) -> tu
 
 def _revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
+
+
+def _revisions(connection: Connection) -> tuple[set[str], set[str], set[str]]:
+    """The database's revisions, the head revisions and every revision of the migrations."""
+    script = ScriptDirectory.from_config(alembic_config())
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    return current, set(script.get_heads()), {r.revision for r in script.walk_revisions()}
+
+
+def _refuse_unknown_revisions(connection: Connection) -> None:
+    current, heads, known = _revisions(connection)
+    unknown = current - known
+    if unknown:
+        raise SchemaMismatch(
+            f"the database schema is at revision {', '.join(sorted(unknown))}, which this "
+            f"version does not know (its latest is {', '.join(sorted(heads))}): a newer "
+            "version migrated it",
+            behind=False,
+        )
+
+
+def _check_connection(connection: Connection) -> None:
+    _refuse_unknown_revisions(connection)
+    current, heads, _ = _revisions(connection)
+    if current != heads:
+        found = ", ".join(sorted(current)) or "none"
+        raise SchemaMismatch(
+            f"the database schema is not migrated (revision {found}, this version needs "
+            f"{', '.join(sorted(heads))})",
+            behind=True,
+        )
+
+
+async def check_schema(engine: AsyncEngine) -> None:
+    """Raise :class:`~persistence.errors.SchemaMismatch` unless the database behind
+    ``engine`` is at the head revision."""
+    try:
+        async with engine.connect() as conn:
+            await conn.run_sync(_check_connection)
+    except DATABASE_ERRORS as exc:
+        raise store_error(exc) from exc
 
 
 async def upgrade_engine(engine: AsyncEngine) -> Migration:

@@ -10,40 +10,48 @@ unreachable, a stale membership heartbeat), and ``/healthz`` fails when deliveri
 pipeline settles none of them for ``MEERKAT_STALL_SECONDS`` (the watchdog), so an orchestrator
 restarts a wedged worker but never one that is only waiting out a dependency outage.
 
+Start-up order finds what is wrong before any message is taken: the HTTP endpoint first (a
+port clash stops the worker at once, and ``/readyz`` answers 503 naming the start-up step until
+the worker consumes), then the executor is imported, then the database (its schema must be at
+head) and the blob store, then the broker (its shard count and declarations checked before
+anything is consumed), then membership. Each first contact with a dependency is bounded by
+``MEERKAT_CONNECT_TIMEOUT_SECONDS``. A start-up that fails or is cancelled stops whatever it
+had started, as a drain would, so a membership row it wrote is deleted at once.
+
 Shutdown order matters: the heartbeat loop ends first, so no shard is taken on while stopping;
 then every shard is released (the committer finishes the commits it has under way and acks
 them, then the shard's channel is closed, which returns everything else to the queue, in
 order); the worker leaves the membership so the others take its shards at once; running
 executors get the grace period to reach a checkpoint (or are abandoned to recovery); the outbox
-is flushed; then the tasks are cancelled and the connections closed.
+is flushed; then the tasks are cancelled and the connections closed. :meth:`Worker.drain_state`
+says what the step under way waits for. Signals and exit codes are :mod:`worker.lifecycle`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import structlog
 
 from persistence.blobs import open_blob_store
 from persistence.factory import open_runtime_store
-from persistence.migrate import upgrade_async
 from persistence.ports import BlobStore, RuntimeStore
 from worker.broker import BrokerLink, Link
 from worker.config import Settings
 from worker.consumer import ShardConsumers
-from worker.core import Signal, can_start_run
 from worker.driver import RuntimeDriver
 from worker.faults import FaultPlan
-from worker.gcpolicy import tune_for_throughput
 from worker.health import HealthServer, ReadinessError
 from worker.membership import Membership, new_worker_id
 from worker.metrics import Metrics
 from worker.outbox import OutboxRelay
 from worker.pipeline.authz import Access, command_users
 from worker.pipeline.committer import Committer
+from worker.resume import LeftWork
 from worker.retention import Retention, RetentionPolicy, prunes_here
 from worker.runs.executors import Executor, load_executor
 from worker.runs.loop import RunLoop
@@ -54,8 +62,12 @@ from worker.watchdog import Watchdog
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 EXIT_FATAL = 5
 """``meerkat-worker run`` exit code when a part of the worker failed for good."""
+STARTUP_CHECK = "startup"
+"""The readiness part that fails, naming the step, until start-up is done."""
 
 COMMITTER_POLICY = RestartPolicy(max_restarts=20, window_seconds=60.0)
 """Each restart after a crash retries the crashed batch one message at a time, counting each
@@ -95,15 +107,37 @@ class Worker:
     membership: Membership | None = None
     watchdog: Watchdog | None = None
     retention: Retention | None = None
+    left_work: LeftWork | None = None
     supervisor: Supervisor | None = None
     fatal: tuple[str, BaseException] | None = None
     """The task that failed for good, and why; the worker is then stopping."""
+    phase: str | None = "not started"
+    """The start-up step under way; ``None`` once started."""
+    stage: str | None = None
+    """The shutdown step under way, once stopping."""
     _failed: asyncio.Event = field(default_factory=asyncio.Event)
     _stopped: bool = False
 
     async def start(self) -> None:
+        """Start every part (see the module's start-up order). On failure or cancellation
+        whatever was started is stopped and the exception goes on."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         settings = self.settings
         faults = FaultPlan.parse(settings.fault)
+        if self.serve_http:
+            self.phase = "opening the HTTP port"
+            self.health = HealthServer(self.metrics)
+            self.health.add_check(STARTUP_CHECK, self._started)
+            await self.health.start(port=settings.http_port)
+        self.phase = "loading the executor"
+        executor = self.executor or load_executor(settings.executor)
+        self.phase = "opening the database and the blob store"
         await self._open_stores()
         assert self.store is not None
         assert self.blobs is not None
@@ -111,9 +145,9 @@ class Worker:
                                     max_cached_runtimes=settings.max_cached_runtimes,
                                     destroy_unknown_runtimes=settings.destroy_unknown_runtimes,
                                     live_peers=self._live_peers, faults=faults)
-        executor = self.executor or load_executor(settings.executor)
+        self.phase = "connecting to the broker"
         self.broker = BrokerLink(settings.amqp_url.get_secret_value(), self.topology,
-                                 faults=faults)
+                                 faults=faults, connect_timeout=settings.connect_timeout_seconds)
         first_link = await self.broker.connect_once()  # an unreachable broker fails start-up
         self.watchdog = Watchdog(settings.stall_seconds)
         self.outbox = OutboxRelay(self.store, self.broker, metrics=self.metrics, faults=faults)
@@ -130,6 +164,9 @@ class Worker:
                                 max_concurrent=settings.max_concurrent_runs,
                                 executor_timeout=settings.executor_timeout_seconds,
                                 metrics=self.metrics, faults=faults)
+        self.left_work = LeftWork(self.store, self.driver, self.run_loop,
+                                  group=self.topology.prefix, live_peers=self._live_peers,
+                                  every=settings.heartbeat_seconds)
         shards = self.topology.queue_names()
         self.consumers = ShardConsumers(
             self.broker, self.committer, [] if settings.membership else shards,
@@ -138,33 +175,55 @@ class Worker:
         )
         self.metrics.refreshers.append(self._refresh_gauges)
         self._supervise(first_link)
-        await asyncio.wait_for(self.broker.wait_up(), settings.shutdown_grace_seconds)
+        await self._bounded(self.broker.wait_up(), "the broker")
         if settings.membership:
+            self.phase = "joining the membership"
             self.membership = Membership(
                 self.store, shards, self.consumers.assign,
                 heartbeat_seconds=settings.heartbeat_seconds, group=self.topology.prefix,
                 worker_id=self.worker_id, faults=faults,
             )
-            await self.membership.start()
+            await self._bounded(self.membership.start(), "the database")
+        self.phase = "resuming work left behind"
         await self.resume_left_work()
         self._start_retention()
-        if self.serve_http:
-            await self._serve_health()
+        self._add_health_checks()
+        self.phase = "finishing start-up"
+        await faults.reach("startup_end")
+        self.phase = None
+        if self.health is not None:
+            self.health.remove_check(STARTUP_CHECK)
         log.info("worker_started", shards=len(shards),
                  owned=len(self.consumers.owned), worker_id=self.worker_id,
                  faults=faults.spec() or None, settings=settings.redacted())
 
+    async def _bounded(self, step: Awaitable[T], what: str) -> T:
+        """A start-up step that waits on a dependency, within the connect timeout."""
+        timeout = self.settings.connect_timeout_seconds
+        try:
+            return await asyncio.wait_for(step, timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"{what} did not answer within {timeout:g}s (MEERKAT_CONNECT_TIMEOUT_SECONDS)"
+            ) from None
+
+    async def _started(self) -> None:
+        if self.phase is not None:
+            raise ReadinessError(f"starting: {self.phase}")
+
     async def _open_stores(self) -> None:
         settings = self.settings
         database_url = settings.database_url.get_secret_value()
-        if database_url.startswith("sqlite"):
-            await upgrade_async(database_url)  # the embedded default needs no separate step
+        # The embedded default needs no separate migrate step; a local file, no connect bound.
+        sqlite = database_url.startswith("sqlite")
         self.worker_id = self.worker_id or new_worker_id()
-        self.store = await open_runtime_store(database_url, writer_id=self.worker_id,
-                                              writer_group=self.topology.prefix)
+        opening = open_runtime_store(database_url, writer_id=self.worker_id,
+                                     writer_group=self.topology.prefix, create_schema=sqlite,
+                                     require_schema=True)
+        self.store = await (opening if sqlite else self._bounded(opening, "the database"))
         self.blobs = open_blob_store(settings.blob_url.get_secret_value(),
                                      max_blob_bytes=settings.limits.max_image_bytes)
-        await self.blobs.ping()
+        await self._bounded(self.blobs.ping(), "the blob store")
 
     def _supervise(self, first_link: Link) -> None:
         assert self.broker is not None
@@ -177,7 +236,8 @@ class Worker:
         self.supervisor.spawn("committer", self.committer.run, policy=COMMITTER_POLICY)
         self.supervisor.spawn("outbox", self.outbox.run)
         if self.settings.membership:
-            self.supervisor.spawn("sweep", self._sweep)
+            assert self.left_work is not None
+            self.supervisor.spawn("sweep", self.left_work.sweep)
 
     def _start_retention(self) -> None:
         """The pruner and the dead queue's gauge, once the broker link is up (its first pass
@@ -211,13 +271,14 @@ class Worker:
         assert self.fatal is not None
         return self.fatal
 
-    async def _serve_health(self) -> None:
+    def _add_health_checks(self) -> None:
+        if self.health is None:
+            return
         assert self.store is not None
         assert self.blobs is not None
         assert self.consumers is not None
         assert self.supervisor is not None
         assert self.watchdog is not None
-        self.health = HealthServer(self.metrics)
         self.health.add_check("database", self.store.ping)
         self.health.add_check("blob_store", self.blobs.ping)
         self.health.add_check("broker", self._broker_ready)
@@ -232,7 +293,6 @@ class Worker:
         self.health.add_liveness_check("pipeline", self.watchdog.check)
         self.health.add_liveness_check("outbox", lambda: outbox.check(stall))
         self.health.add_liveness_check("runs", lambda: run_loop.check(stall))
-        await self.health.start(port=self.settings.http_port)
 
     def _refresh_gauges(self) -> None:
         if self.driver is not None:
@@ -249,62 +309,15 @@ class Worker:
             raise ReadinessError("waiting for the database or blob store to come back")
 
     async def resume_left_work(self) -> int:
-        """Load runtimes with queued or interrupted work that no live worker wrote last (left
-        by a worker that crashed or stopped); loading wakes their run loop here. Returns how
-        many were taken on. Work last written by a live peer is that peer's: taking it would
-        re-run a batch its executor is still working on."""
-        assert self.store is not None
-        assert self.driver is not None
-        peers = self._live_peers()
-        taken = 0
-        left = await self.store.runtimes_with_pending_work(group=self.topology.prefix,
-                                                           exclude_writers=peers)
-        for runtime_id in left:
-            if not self._needs_load(runtime_id):
-                continue
-            try:
-                await self.driver.load(runtime_id)
-                taken += 1
-            except Exception as exc:
-                log.warning("resume_failed", runtime_id=runtime_id, error=repr(exc))
-        return taken
+        """Take on the work left behind by workers no longer live (:mod:`worker.resume`);
+        returns how many runtimes were taken on."""
+        assert self.left_work is not None
+        return await self.left_work.resume()
 
     def _live_peers(self) -> set[str]:
         if self.membership is None:
             return set()
         return set(self.membership.live) - {self.worker_id}
-
-    def _needs_load(self, runtime_id: str) -> bool:
-        """Whether a runtime the store lists with pending work (written last by this worker or
-        by one no longer live) must be loaded to be worked on here. A cached copy that shows a
-        run this process is not executing is a peer's run as it was when loaded; the peer is no
-        longer live, so it is read again (recovery requeues the run). A cached runtime that
-        could run but that no run task works on is woken."""
-        assert self.driver is not None
-        assert self.run_loop is not None
-        cached = self.driver.cached(runtime_id)
-        if cached is None:
-            return True
-        if self.run_loop.working(runtime_id):
-            return False
-        if cached.current_run is not None and not self.driver.executing(runtime_id):
-            self.driver.drop(runtime_id)
-            return True
-        if can_start_run(cached):
-            self.run_loop.wake(runtime_id, Signal.WAKE)
-        return False
-
-    async def _sweep(self) -> None:
-        """Every heartbeat, take on work left behind by workers that are no longer live."""
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_seconds)
-            try:
-                taken = await self.resume_left_work()
-            except Exception as exc:  # the store is away; the next sweep tries again
-                log.warning("sweep_failed", error=repr(exc))
-                continue
-            if taken:
-                log.info("left_work_resumed", runtimes=taken)
 
     async def run_until_idle(self) -> None:
         """Until every received delivery is settled, no run is pending and the outbox is empty."""
@@ -318,29 +331,50 @@ class Worker:
             if self.committer.idle and self.run_loop.idle:
                 return
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopped
+
+    def drain_state(self) -> dict[str, object]:
+        """What stopping waits for: the step under way, the deliveries and commits of the
+        pipeline, the runs, the shards still held."""
+        return {
+            "waiting_for": self.stage,
+            "pipeline": self.committer.describe() if self.committer else None,
+            "runs": self.run_loop.describe() if self.run_loop else None,
+            "shards_held": self.consumers.registered if self.consumers else 0,
+        }
+
     async def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
         grace = self.settings.shutdown_grace_seconds
-        log.info("worker_draining", grace_seconds=grace,
-                 pipeline=self.committer.describe() if self.committer else None,
-                 runs=self.run_loop.describe() if self.run_loop else None)
+        log.info("worker_draining" if self.phase is None else "worker_start_abandoned",
+                 phase=self.phase, grace_seconds=grace, **self.drain_state())
         if self.membership is not None:
+            self.stage = "the heartbeat loop to end"
             await self.membership.stop(grace)
         if self.consumers is not None:
+            self.stage = "the commits under way on each shard, then the shards' release"
             await self.consumers.stop()
         if self.committer is not None:
             self.committer.stop()
+        self.stage = "the membership row's deletion"
         await self._leave()
         if self.run_loop is not None:
+            self.stage = "running executors to reach a checkpoint"
             await self.run_loop.stop(grace)
         if self.outbox is not None and self.broker is not None and self.broker.link:
+            self.stage = "the outbox to publish its events"
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.outbox.publish_pending(), min(grace, 5.0))
         if self.supervisor is not None:
+            self.stage = "the tasks to end"
             await self.supervisor.stop(min(grace, 5.0))
+        self.stage = "the connections to close"
         await self._close()
+        self.stage = None
 
     async def _leave(self) -> None:
         if self.membership is None:
@@ -361,27 +395,3 @@ class Worker:
             await self.store.close()
         if self.blobs is not None:
             await self.blobs.close()
-
-
-async def serve(settings: Settings) -> int:
-    """``meerkat-worker run``: start, then drain and stop on SIGTERM or SIGINT, or when a part
-    of the worker failed for good (then the exit code is :data:`EXIT_FATAL`)."""
-    worker = Worker(settings, Topology.from_settings(settings))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await worker.start()
-    tune_for_throughput()
-    failed = loop.create_task(worker.wait_failed())
-    stopping = loop.create_task(stop.wait())
-    try:
-        await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        log.info("worker_stopping", grace_seconds=settings.shutdown_grace_seconds,
-                 failed_task=worker.fatal[0] if worker.fatal else None)
-    finally:
-        failed.cancel()
-        stopping.cancel()
-        await worker.stop()
-    log.info("worker_stopped")
-    return EXIT_FATAL if worker.fatal is not None else 0

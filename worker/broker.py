@@ -22,10 +22,10 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
+from worker.connect import BrokerTimeout, connect_broker
 from worker.faults import NO_FAULTS, FaultInjected, FaultPlan
 from worker.health import ReadinessError
 from worker.pipeline.policy import RECONNECT
@@ -33,8 +33,10 @@ from worker.topology import Topology
 
 log = structlog.get_logger(__name__)
 
-CONNECT_TIMEOUT_SECONDS = 10.0
-"""A broker that accepts TCP but never speaks AMQP must not hang the worker."""
+CONNECT_TIMEOUT_SECONDS = 30.0
+"""The default bound on one connection attempt, handshake and declarations included: a broker
+that accepts TCP but never speaks AMQP must not hang the worker (``MEERKAT_CONNECT_TIMEOUT_SECONDS``
+sets it)."""
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,11 @@ LinkListener = Callable[[Link], Awaitable[None]]
 
 class BrokerLink:
     def __init__(
-        self, url: str, topology: Topology, *, faults: FaultPlan = NO_FAULTS
+        self, url: str, topology: Topology, *, faults: FaultPlan = NO_FAULTS,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
         self._url = url
+        self._connect_timeout = connect_timeout
         self._topology = topology
         self._faults = faults
         self._generation = 0
@@ -89,19 +93,31 @@ class BrokerLink:
         return link
 
     async def connect_once(self) -> Link:
-        """Connect, declare the topology, open the publish channel (raises on failure)."""
-        connection = await aio_pika.connect(self._url, timeout=CONNECT_TIMEOUT_SECONDS)
+        """Connect, check the shard count, declare the topology, open the publish channel
+        (raises on failure: :class:`~worker.connect.BrokerTimeout` when the broker does not
+        answer in time, :class:`~worker.topology.TopologyError` when its topology is wrong)."""
+        connection = await connect_broker(self._url, self._connect_timeout)
         try:
-            setup = await connection.channel()
-            await self._topology.declare(setup)
-            await setup.close()
-            publish = await connection.channel(publisher_confirms=True)
-            dead_letters = await publish.get_exchange(self._topology.dead_letter_exchange)
-            events = await publish.get_exchange(self._topology.events_exchange)
-        except BaseException:
+            link = await asyncio.wait_for(self._set_up(connection), self._connect_timeout)
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 await connection.close()
+            if isinstance(exc, TimeoutError):
+                raise BrokerTimeout(
+                    f"the broker took more than {self._connect_timeout:g}s to declare the "
+                    "topology (MEERKAT_CONNECT_TIMEOUT_SECONDS)"
+                ) from None
             raise
+        return link
+
+    async def _set_up(self, connection: AbstractConnection) -> Link:
+        await self._topology.verify_shard_count(connection)
+        setup = await connection.channel()
+        await self._topology.declare(setup)
+        await setup.close()
+        publish = await connection.channel(publisher_confirms=True)
+        dead_letters = await publish.get_exchange(self._topology.dead_letter_exchange)
+        events = await publish.get_exchange(self._topology.events_exchange)
         self._generation += 1
         return Link(self._generation, connection, publish, dead_letters, events)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -35,6 +35,16 @@ from schemas.validation import Limits, MiB
 
 ENV_PREFIX = "MEERKAT_"
 SECRET_FIELDS = ("amqp_url", "database_url", "blob_url", "executor_url")
+URL_SCHEMES: Mapping[str, tuple[tuple[str, ...], str]] = {
+    "amqp_url": (("amqp", "amqps"), "amqp://USER:PASSWORD@HOST:5672/VHOST"),
+    "database_url": (
+        ("postgresql", "postgres", "postgresql+asyncpg", "sqlite", "sqlite+aiosqlite", "memory"),
+        "postgresql://USER:PASSWORD@HOST:5432/DATABASE or sqlite:///PATH",
+    ),
+    "blob_url": (("file", "s3", "memory"), "s3://ACCESS:SECRET@HOST:PORT/BUCKET or file:///PATH"),
+}
+"""The URL settings: the schemes each accepts, and how such a URL is written."""
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 MASK = "***"
 _SECRET_QUERY_KEY = re.compile(r"token|secret|password|key|sig", re.IGNORECASE)
 
@@ -107,6 +117,10 @@ class Settings(BaseSettings):
     )
     log_format: Literal["json", "console"] = Field("json", description="json or console")
     shutdown_grace_seconds: float = Field(30.0, gt=0, description="drain time after SIGTERM")
+    connect_timeout_seconds: float = Field(
+        30.0, gt=0,
+        description="limit on reaching the broker, the database and the blob store at start-up",
+    )
     group_commit_window_ms: float = Field(5.0, ge=0, description="how long a commit batch fills")
     max_concurrent_runs: int = Field(
         256, ge=1, description="executor calls at once (runs of different runtimes)"
@@ -167,6 +181,22 @@ class Settings(BaseSettings):
         secret_files = SecretFileSource(settings_cls, scopes)
         return init_settings, env_settings, secret_files, dotenv_settings
 
+    @field_validator("amqp_url", "database_url", "blob_url")
+    @classmethod
+    def _scheme_is_known(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        # A URL the worker cannot use must stop it here (exit code 2), not at the first
+        # connection attempt. Only the scheme is ever repeated: the rest may hold a secret.
+        assert info.field_name is not None
+        schemes, example = URL_SCHEMES[info.field_name]
+        scheme, separator, _ = value.get_secret_value().partition("://")
+        if not separator or not _SCHEME.fullmatch(scheme):
+            raise ValueError(f"not a URL of the form {example}")
+        if scheme.lower() not in schemes:
+            raise ValueError(
+                f"the scheme {scheme!r} is not one of {', '.join(schemes)}; write it as {example}"
+            )
+        return value
+
     @field_validator("fault")
     @classmethod
     def _fault_plan_parses(cls, value: str | None) -> str | None:
@@ -190,6 +220,15 @@ class Settings(BaseSettings):
             secret = getattr(self, name)
             values[name] = None if secret is None else mask_url(secret.get_secret_value())
         return values
+
+    def scrub(self, text: str) -> str:
+        """The text with every configured secret URL masked, whatever library wrote it."""
+        for name in SECRET_FIELDS:
+            secret: SecretStr | None = getattr(self, name)
+            if secret is not None:
+                raw = secret.get_secret_value()
+                text = text.replace(raw, mask_url(raw))
+        return text
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # Both repr() and str() go through here, so neither can leak a secret.

@@ -65,6 +65,8 @@ FAULT_POINTS: Mapping[str, str] = MappingProxyType(
         "run_turn": "each turn of the run loop",
         "consumer_delivery": "each delivery the consumer receives",
         "broker_session": "each (re)connection of the broker session",
+        "startup_end": "start-up is done (membership row written, shards taken), before the "
+                       "worker reports itself started and ready",
     }
 )
 """Every fault point: name → where it is reached."""

@@ -21,6 +21,7 @@ exception only its type, because driver errors may quote connection URLs with cr
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -44,6 +45,17 @@ DEFAULT_CHECK_TIMEOUT_SECONDS = 2.0
 
 class ReadinessError(Exception):
     """A check's way to say why its part is not ready, in words safe to show."""
+
+
+class PortInUse(Exception):
+    """Another process listens on the HTTP port."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(
+            f"MEERKAT_HTTP_PORT {port} is in use by another process; stop that process or "
+            "choose another port with MEERKAT_HTTP_PORT"
+        )
+        self.port = port
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,10 @@ class HealthServer:
         """Register (or replace) the readiness check of one part."""
         self._checks[name] = check
 
+    def remove_check(self, name: str) -> None:
+        """Forget the readiness check of one part (nothing happens when there is none)."""
+        self._checks.pop(name, None)
+
     def add_liveness_check(self, name: str, check: LivenessCheck) -> None:
         """Register (or replace) the liveness check of one part."""
         self._liveness_checks[name] = check
@@ -105,6 +121,7 @@ class HealthServer:
         return app
 
     async def start(self, host: str = "0.0.0.0", port: int = 8080) -> None:
+        """Serve on ``port`` (``0``: any free one); raises :class:`PortInUse`."""
         if self._runner is not None:
             raise RuntimeError("the health server is already started")
         runner = web.AppRunner(self.make_app(), access_log=None)
@@ -112,8 +129,10 @@ class HealthServer:
         try:
             site = web.TCPSite(runner, host, port)
             await site.start()
-        except BaseException:
+        except BaseException as exc:
             await runner.cleanup()
+            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+                raise PortInUse(port) from exc
             raise
         self._runner = runner
         self._port = bound_port(runner, port)

@@ -42,18 +42,23 @@ RabbitMQ 3.10.8 (and pinned by ``tests/integration/test_topology.py``):
 - A missing exchange type is a *connection* error (503 COMMAND_INVALID "unknown exchange type"):
   the broker closes the whole connection, not just the channel. ``declare`` turns it into
   ``PluginMissing``; ``check`` probes the plugin on a connection of its own.
+
+The shard count is the one thing a declaration cannot show wrong: declaring 8 shard queues on a
+broker that has 16 succeeds, and a worker would then consume half of them. Before declaring,
+:meth:`Topology.verify_shard_count` counts the shard queues by passive declares
+(:mod:`worker.shard_count`) and raises :class:`ShardCountMismatch` when the count differs.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import uuid4
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, ExchangeType
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, ExchangeType
 from aiormq.exceptions import (
     AMQPChannelError,
     ChannelNotFoundEntity,
@@ -63,6 +68,7 @@ from aiormq.exceptions import (
 from yarl import URL
 
 from worker.config import Settings
+from worker.shard_count import MAX_SHARD_QUEUES, declared_shard_count
 
 CONSISTENT_HASH = "x-consistent-hash"
 PLUGIN = "rabbitmq_consistent_hash_exchange"
@@ -71,8 +77,7 @@ PLUGIN_MISSING = (
 )
 SHARD_WEIGHT = "1"
 """Binding key of every shard queue: its weight on the consistent-hash ring."""
-MAX_SHARDS = 100
-"""Shard queue names carry two digits: ``.00`` to ``.99``."""
+MAX_SHARDS = MAX_SHARD_QUEUES
 
 
 class TopologyError(Exception):
@@ -82,6 +87,19 @@ class TopologyError(Exception):
 class PluginMissing(TopologyError):
     def __init__(self) -> None:
         super().__init__(PLUGIN_MISSING)
+
+
+class ShardCountMismatch(TopologyError):
+    """The broker has another number of shard queues than ``MEERKAT_SHARDS`` says."""
+
+    def __init__(self, topology: Topology, declared: int) -> None:
+        last = f"{topology.ingress_exchange}.{declared - 1:02d}"
+        super().__init__(
+            f"the broker has {declared} shard queues ({topology.shard_queue(0)} to {last}) "
+            f"but MEERKAT_SHARDS is {topology.shards}; set MEERKAT_SHARDS={declared} "
+            "(the shard count is fixed per deployment)"
+        )
+        self.declared = declared
 
 
 @dataclass(frozen=True)
@@ -184,24 +202,21 @@ class Topology:
         """Declare everything; declaring an existing, equal topology changes nothing.
 
         Raises ``PluginMissing`` when the broker lacks the consistent-hash exchange type (the
-        broker has then closed the channel's connection), ``TopologyError`` when a shard queue
-        exists with other arguments (another delivery limit, say), and ``aiormq`` channel
-        errors when another existing exchange or queue differs.
+        broker has then closed the channel's connection) and ``TopologyError`` when an exchange
+        exists with another type or a queue with other arguments (another delivery limit or
+        queue type, say). The shard count is not checked here: see
+        :meth:`verify_shard_count`.
         """
         try:
-            ingress = await channel.declare_exchange(
-                self.ingress_exchange, CONSISTENT_HASH, durable=True
-            )
+            ingress = await _declare_exchange(channel, self.ingress_exchange, CONSISTENT_HASH)
         except ConnectionCommandInvalid as exc:
             if "exchange type" in str(exc):
                 raise PluginMissing from exc
             raise
-        commands = await channel.declare_exchange(
-            self.commands_exchange, ExchangeType.FANOUT, durable=True
-        )
+        commands = await _declare_exchange(channel, self.commands_exchange, ExchangeType.FANOUT)
         await ingress.bind(commands, routing_key="")
-        dead_letter = await channel.declare_exchange(
-            self.dead_letter_exchange, ExchangeType.FANOUT, durable=True
+        dead_letter = await _declare_exchange(
+            channel, self.dead_letter_exchange, ExchangeType.FANOUT
         )
         try:
             dead = await channel.declare_queue(
@@ -214,7 +229,7 @@ class Topology:
                 "(the README's contract notes say how to re-declare the dead queue)"
             ) from exc
         await dead.bind(dead_letter, routing_key="")
-        await channel.declare_exchange(self.events_exchange, ExchangeType.TOPIC, durable=True)
+        await _declare_exchange(channel, self.events_exchange, ExchangeType.TOPIC)
         for name in self.queue_names():
             try:
                 shard = await channel.declare_queue(
@@ -228,14 +243,26 @@ class Topology:
                 ) from exc
             await shard.bind(ingress, routing_key=SHARD_WEIGHT)
 
+    async def verify_shard_count(self, connection: AbstractConnection) -> None:
+        """Raise :class:`ShardCountMismatch` when the broker holds another number of shard
+        queues than :attr:`shards` (nothing declared yet passes)."""
+        declared = await declared_shard_count(connection, self._queue_name, self.shards)
+        if declared is not None:
+            raise ShardCountMismatch(self, declared)
+
+    def _queue_name(self, shard: int) -> str:
+        return f"{self.ingress_exchange}.{shard:02d}"
+
     async def check(self, connection: AbstractConnection) -> list[str]:
         """Human-readable problems with the broker's topology; empty when all is in place.
 
         Looks without creating: each exchange and queue is first declared passively, then, if it
         exists, declared again with the expected type or arguments, which the broker refuses
-        (406) when they differ. Bindings are not visible over AMQP and are not checked.
-        Every failed declare closes its channel, so the work runs on a connection of its own
-        to the same broker: a robust connection would reopen each closed channel.
+        (406) when they differ. Bindings are not visible over AMQP and are not checked; the
+        shard count is, by :meth:`verify_shard_count` (a differing count is one problem, not
+        one per missing queue). Every failed declare closes its channel, so the work runs on a
+        connection of its own to the same broker: a robust connection would reopen each
+        closed channel.
         """
         url = _url_of(connection)
         problems: list[str] = []
@@ -244,19 +271,38 @@ class Topology:
             problems.append(PLUGIN_MISSING)
         inspector = await aio_pika.connect(url)
         try:
+            shards = self
+            try:
+                await self.verify_shard_count(inspector)
+            except ShardCountMismatch as exc:
+                problems.append(str(exc))
+                shards = replace(self, shards=min(exc.declared, self.shards))
             for name, kind in self.exchange_types().items():
                 # Re-declaring with an unknown type would close the whole connection.
                 compare = plugin or kind != CONSISTENT_HASH
                 problems += await _inspect(
                     inspector, f"exchange {name}", _exchange_declaration(name, kind), compare
                 )
-            for name, arguments in self.queue_arguments().items():
+            for name, arguments in shards.queue_arguments().items():
                 problems += await _inspect(
                     inspector, f"queue {name}", _queue_declaration(name, arguments), compare=True
                 )
         finally:
             await inspector.close()
         return problems
+
+
+async def _declare_exchange(
+    channel: AbstractChannel, name: str, kind: str | ExchangeType
+) -> AbstractExchange:
+    try:
+        return await channel.declare_exchange(name, kind, durable=True)
+    except ChannelPreconditionFailed as exc:
+        raise TopologyError(
+            f"exchange {name} was declared otherwise: {_reply_text(exc)}; meerkat-worker "
+            "topology check lists every difference (delete the exchange and run meerkat-worker "
+            "topology declare)"
+        ) from exc
 
 
 Declaration = Callable[[AbstractChannel, bool], Awaitable[object]]

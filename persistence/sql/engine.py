@@ -5,6 +5,11 @@ into a retryable error instead of a hung consumer. SQLite connections are made d
 concurrent (WAL, ``synchronous=FULL``, a busy timeout, foreign keys on), and SQLAlchemy emits
 BEGIN itself because the sqlite3 driver's own transaction handling skips BEGIN before SELECT,
 which would split a multi-statement read across snapshots.
+
+A SQLite file is made on first use, but never its folder: a path into a folder that does not
+exist is a mistake in the URL far more often than a wish, so it is refused
+(:class:`~persistence.errors.DatabaseMissing`). A command that only reads asks for an
+``existing`` database and is refused the file too, rather than reading an empty one it made.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from persistence.errors import StoreUnavailable
+from persistence.errors import DatabaseMissing
 
 POSTGRES_DRIVER = "postgresql+asyncpg"
 SQLITE_DRIVER = "sqlite+aiosqlite"
@@ -106,9 +111,11 @@ def json_text(value: Any) -> str:
         return json.dumps(value)
 
 
-def make_engine(url: URL, *, purpose: Purpose = "store") -> AsyncEngine:
+def make_engine(url: URL, *, purpose: Purpose = "store", existing: bool = False) -> AsyncEngine:
+    """The engine of ``url``; ``existing``: a SQLite file must be there already. Raises
+    :class:`~persistence.errors.DatabaseMissing` for a SQLite path that cannot be used."""
     if is_sqlite(url):
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, existing=existing)
     connect_args: dict[str, Any] = {
         "timeout": CONNECT_TIMEOUT_S,
         "command_timeout": _PG_COMMAND_TIMEOUT_S[purpose],
@@ -126,15 +133,17 @@ def make_engine(url: URL, *, purpose: Purpose = "store") -> AsyncEngine:
                                json_serializer=json_text)
 
 
-def _sqlite_engine(url: URL) -> AsyncEngine:
+def _sqlite_engine(url: URL, *, existing: bool) -> AsyncEngine:
     if _is_memory_sqlite(url):
         engine = create_async_engine(url, poolclass=StaticPool, json_serializer=json_text)
     else:
-        folder = Path(str(url.database)).expanduser().parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot create the database folder {folder}: {exc}") from exc
+        path = Path(str(url.database)).expanduser().absolute()
+        if not path.parent.exists():  # a file in the way fails later, as unavailable
+            raise DatabaseMissing(
+                "sqlite_folder", f"the folder {path.parent} of the SQLite database does not exist"
+            )
+        if existing and not path.is_file():
+            raise DatabaseMissing("sqlite_file", f"there is no SQLite database at {path}")
         engine = create_async_engine(url, json_serializer=json_text)
     event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
     event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)

@@ -23,7 +23,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from persistence.errors import CommitOutcomeUnknown, StoreError, StoreUnavailable
+from persistence.errors import CommitOutcomeUnknown, DatabaseMissing, StoreError, StoreUnavailable
 from persistence.sql.tables import metadata
 
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
@@ -31,6 +31,7 @@ _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
 (includes statement timeout and shutdown), system error."""
 
 _TRANSIENT_SQLSTATES = frozenset({"55P03", "55006"})  # lock not available, object in use
+_NO_SUCH_DATABASE = "3D000"  # invalid catalog name: the URL names no database of the server
 
 FOREIGN_KEY = "foreign key"
 
@@ -92,14 +93,22 @@ def is_transient_condition(exc: BaseException) -> bool:
 def describe(exc: BaseException) -> str:
     """A short description: the driver's message, without the statement and its parameters."""
     orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return f"{type(orig).__name__}: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     lines = str(orig).strip().splitlines()
-    return f"{type(orig).__name__}: {lines[0] if lines else ''}"
+    return lines[0] if lines else ""
 
 
 def store_error(exc: BaseException, *, during_commit: bool = False) -> StoreError:
     """The typed error for a database failure (integrity errors are mapped by the caller)."""
     if during_commit and is_connection_failure(exc):
         return CommitOutcomeUnknown(f"connection lost during COMMIT: {describe(exc)}")
+    if _sqlstate(exc) == _NO_SUCH_DATABASE:
+        return DatabaseMissing("postgresql_database",
+                               f"{_first_line(exc)} on the PostgreSQL server")
     if is_transient_condition(exc):
         return StoreUnavailable(f"database unavailable: {describe(exc)}")
     return StoreError(f"database error: {describe(exc)}")

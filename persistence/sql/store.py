@@ -21,7 +21,7 @@ from sqlalchemy import URL, Text, cast, or_, select, text, union, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from persistence.errors import UnsafeDatabase
-from persistence.migrate import upgrade_engine
+from persistence.migrate import check_schema, upgrade_engine
 from persistence.plan import plan_writes
 from persistence.ports import OutboxEvent, StoredRuntime, Writer, receipts_named_by
 from persistence.sql.engine import database_url, make_engine
@@ -300,22 +300,26 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
 
 async def open_store(
     url: str, *, writer_id: str | None = None, writer_group: str | None = None,
-    create_schema: bool = False,
+    create_schema: bool = False, require_schema: bool = False, existing: bool = False,
 ) -> SqlRuntimeStore:
     """Open a store on ``url`` (``postgresql+asyncpg://`` or ``sqlite+aiosqlite://``) that
     records ``writer_id`` and ``writer_group`` on the runtime rows it writes.
 
     Checks that the database answers and, on PostgreSQL, that commits are durable (raises
-    :class:`UnsafeDatabase` otherwise). ``create_schema`` runs the migrations first.
+    :class:`UnsafeDatabase` otherwise). ``create_schema`` runs the migrations first;
+    ``require_schema`` raises :class:`~persistence.errors.SchemaMismatch` unless the schema is
+    at head; ``existing`` refuses to make a SQLite file (``DatabaseMissing``).
     """
     parsed = database_url(url)
-    engine = make_engine(parsed)
+    engine = make_engine(parsed, existing=existing)
     store = SqlRuntimeStore(engine, parsed, writer_id=writer_id, writer_group=writer_group)
     try:
         await store.ping()
         await store.check_durability()
         if create_schema:
             await upgrade_engine(engine)
+        if require_schema:
+            await check_schema(engine)
     except BaseException:
         await engine.dispose()
         raise

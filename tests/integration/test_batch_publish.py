@@ -85,7 +85,8 @@ async def test_batches_and_single_publishes_share_a_channel(
         )
     received = await drain(queue, len(singles) + 500)
     bodies = [m.body for m in received]
-    assert sorted(bodies) == sorted([m.body for m in singles] + [o.body for b in batches for o in b])
+    sent = [m.body for m in singles] + [o.body for b in batches for o in b]
+    assert sorted(bodies) == sorted(sent)
     for batch in batches:  # each batch in its own order
         positions = [bodies.index(o.body) for o in batch]
         assert positions == sorted(positions)

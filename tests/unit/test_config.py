@@ -39,6 +39,7 @@ def test_defaults_match_the_contract() -> None:
     assert settings.delivery_limit == 5
     assert settings.log_format == "json"
     assert settings.shutdown_grace_seconds == 30
+    assert settings.connect_timeout_seconds == 30
     assert settings.group_commit_window_ms == 5
     assert settings.max_concurrent_runs == 256
     assert settings.limits.to_limits() == DEFAULT_LIMITS

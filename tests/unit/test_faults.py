@@ -42,7 +42,8 @@ def test_every_named_point_is_known() -> None:
         "during_outbox_publish",
         "during_handover",
     }
-    assert set(FAULT_POINTS) == crash_points | set(SUPERVISED_LOOPS)
+    startup_points = {"startup_end"}
+    assert set(FAULT_POINTS) == crash_points | set(SUPERVISED_LOOPS) | startup_points
     assert all(description.strip() for description in FAULT_POINTS.values())
 
 

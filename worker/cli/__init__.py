@@ -4,6 +4,8 @@ Layout (each module imports only modules above it in this list, never one below)
 
 - :mod:`worker.cli.common`: the program name and exit codes, the argument types, error printing
   (``fail``, ``scrub``) and loading the settings. Nothing else of the package.
+- :mod:`worker.cli.failures`: how a command ends on a failure :mod:`worker.refusals` knows
+  (its exit code and its one line).
 - :mod:`worker.cli.dead_letters`: what a dead letter is to an operator, and the filters of the
   ``dlq`` commands. Pure.
 - :mod:`worker.cli.progress`: progress bars (rich, on standard error, on a terminal only).

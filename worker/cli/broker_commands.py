@@ -19,7 +19,6 @@ import sys
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import AMQPConnectionError, ChannelNotFoundEntity
 from yarl import URL
@@ -44,10 +43,10 @@ from worker.cli.publish import (
     request_reply,
 )
 from worker.config import Settings
+from worker.connect import connect_broker
 from worker.topology import Topology, TopologyError
 
 DEFAULT_WAIT_SECONDS = 30.0
-CONNECT_TIMEOUT_SECONDS = 10.0
 
 
 class BrokerUnreachable(Exception):
@@ -104,6 +103,7 @@ async def broker_command(command: Awaitable[int], settings: Settings) -> int:
 
 async def declare_topology(settings: Settings, topology: Topology) -> int:
     async with broker(settings) as connection:
+        await topology.verify_shard_count(connection)
         channel = await connection.channel()
         await topology.declare(channel)
     print(f"declared {topology.ingress_exchange} with {topology.shards} shard queues, "
@@ -196,10 +196,11 @@ def report_outcome(reply: Reply) -> int:
 
 @asynccontextmanager
 async def broker(settings: Settings) -> AsyncIterator[AbstractConnection]:
-    """A plain (not auto-reconnecting) connection: a command should fail, not wait."""
+    """A plain (not auto-reconnecting) connection: a command should fail, not wait (a virtual
+    host the broker refuses is a ``VhostRefused``)."""
     try:
-        connection = await aio_pika.connect(
-            settings.amqp_url.get_secret_value(), timeout=CONNECT_TIMEOUT_SECONDS
+        connection = await connect_broker(
+            settings.amqp_url.get_secret_value(), settings.connect_timeout_seconds
         )
     except (AMQPConnectionError, OSError) as exc:
         raise BrokerUnreachable(str(exc) or type(exc).__name__) from exc

@@ -16,11 +16,11 @@ from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from schemas import RUNTIME_ID_PATTERN
-from worker.config import ENV_PREFIX, SECRET_FIELDS, Settings, load_settings, mask_url
+from worker.config import ENV_PREFIX, Settings, load_settings
 
 PROG = "meerkat-worker"
 EXIT_OK = 0
@@ -28,6 +28,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_REJECTED = 4
+EXIT_FATAL = 5
+EXIT_NOT_FOUND = 6
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 """A command's implementation: the parsed arguments and the settings in, the exit code out."""
@@ -101,13 +103,7 @@ def fail(message: str, code: int, command: str = "") -> int:
 
 def scrub(text: str, settings: Settings) -> str:
     """The text with every configured secret URL masked, whatever library wrote it."""
-    for name in SECRET_FIELDS:
-        secret: SecretStr | None = getattr(settings, name)
-        if secret is None:
-            continue
-        raw = secret.get_secret_value()
-        text = text.replace(raw, mask_url(raw))
-    return text
+    return settings.scrub(text)
 
 
 # --- settings ---------------------------------------------------------------------------------
@@ -127,6 +123,7 @@ def describe_config_error(exc: ValidationError | SettingsError) -> str:
         return str(exc)
     # Only locations and messages: an input value could be a secret.
     return "; ".join(
-        ENV_PREFIX + "__".join(str(part) for part in error["loc"]).upper() + ": " + error["msg"]
+        ENV_PREFIX + "__".join(str(part) for part in error["loc"]).upper() + ": "
+        + error["msg"].removeprefix("Value error, ")
         for error in exc.errors()
     )

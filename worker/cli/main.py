@@ -12,7 +12,9 @@ service libraries.
 
 Exit codes: 0 ok, 1 a check found problems (``topology check``, ``verify``), 2 usage or
 configuration error, 3 a dependency (broker, database, blob store) cannot be reached, 4 the
-worker rejected the request.
+worker rejected the request, 5 ``run`` failed (a part of the worker, or start-up, for a reason
+of no other code), 6 ``inspect`` found no such runtime. Failures are mapped to codes by
+:mod:`worker.cli.failures`.
 """
 
 from __future__ import annotations
@@ -20,18 +22,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from persistence.errors import StoreUnavailable
 from worker.cli.common import (
-    EXIT_FAILED,
     EXIT_OK,
-    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     PROG,
     Handler,
-    fail,
-    scrub,
     settings_or_report,
 )
+from worker.cli.failures import exit_for
 from worker.cli.parser import app
 from worker.config import Settings
 
@@ -39,13 +37,9 @@ from worker.config import Settings
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    import asyncio
+    from worker.lifecycle import run_worker
 
-    from worker.app import serve
-    from worker.logs import configure_logging
-
-    configure_logging(settings.log_format)
-    return asyncio.run(serve(settings))
+    return run_worker(settings)
 
 
 def cmd_schemas_export(args: argparse.Namespace, settings: Settings) -> int:
@@ -142,24 +136,10 @@ def dispatch(command: str, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return handler_for(command)(args, settings)
-    except dependency_errors() as exc:
-        return fail("cannot reach a dependency: "
-                    f"{scrub(str(exc) or type(exc).__name__, settings)}",
-                    EXIT_UNAVAILABLE, command)
-    except topology_errors() as exc:  # e.g. ``run`` against shard queues declared otherwise
-        return fail(str(exc), EXIT_FAILED, command)
     except KeyboardInterrupt:
         return 130
-
-
-def topology_errors() -> tuple[type[BaseException], ...]:
-    from worker.topology import TopologyError
-
-    return (TopologyError,)
-
-
-def dependency_errors() -> tuple[type[BaseException], ...]:
-    from aiormq.exceptions import AMQPConnectionError
-
-    amqp: type[BaseException] = AMQPConnectionError
-    return StoreUnavailable, amqp, ConnectionError, TimeoutError
+    except Exception as exc:  # a known failure is one line and its exit code
+        code = exit_for(exc, settings, command)
+        if code is None:
+            raise
+        return code

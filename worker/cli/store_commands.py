@@ -1,8 +1,11 @@
 """The store commands of the command line: ``migrate``, ``inspect`` and ``blobs gc``.
 
 Each ``cmd_*`` handler has the :data:`worker.cli.common.Handler` signature and opens the store
-(and, for ``blobs gc``, the blob store) named by the settings for the one command. ``blobs gc``
-shows its progress on a terminal (:mod:`worker.cli.progress`).
+(and, for ``blobs gc``, the blob store) named by the settings for the one command. ``inspect``
+and ``blobs gc`` only read what a worker wrote: they open an existing database whose schema is
+at head and never make one (a SQLite file missing is a configuration error, exit code 2; a
+schema not migrated, exit code 1). ``inspect`` of a runtime the store does not hold exits 6.
+``blobs gc`` shows its progress on a terminal (:mod:`worker.cli.progress`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from persistence.codec import encode_input
 from persistence.factory import open_runtime_store
 from persistence.migrate import Migration, upgrade
 from persistence.ports import RuntimeStore
-from worker.cli.common import EXIT_OK
+from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK
 from worker.cli.progress import progress_bar
 from worker.config import Settings
 
@@ -44,11 +47,17 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
     else:
         print(render_inspection(report))
-    return EXIT_OK
+    return EXIT_OK if report["exists"] else EXIT_NOT_FOUND
+
+
+async def open_written_store(settings: Settings) -> RuntimeStore:
+    """The store a worker wrote: it must exist, with its schema at head."""
+    return await open_runtime_store(settings.database_url.get_secret_value(), existing=True,
+                                    require_schema=True)
 
 
 async def _inspect(settings: Settings, runtime_id: str) -> dict[str, Any]:
-    store = await open_runtime_store(settings.database_url.get_secret_value())
+    store = await open_written_store(settings)
     try:
         return await inspection(store, runtime_id)
     finally:
@@ -125,7 +134,7 @@ def cmd_blobs_gc(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _blobs_gc(settings: Settings, grace: timedelta, dry_run: bool) -> list[str]:
     older_than = datetime.now(UTC) - grace
-    store = await open_runtime_store(settings.database_url.get_secret_value())
+    store = await open_written_store(settings)
     blobs = open_blob_store(settings.blob_url.get_secret_value())
     try:
         # A blob put for a commit still in flight is younger than the grace period, so it

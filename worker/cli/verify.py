@@ -21,7 +21,6 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-import aio_pika
 from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import AMQPConnectionError, ChannelNotFoundEntity
 
@@ -32,6 +31,7 @@ from persistence.sql.store import SqlRuntimeStore
 from schemas import EventEnvelope
 from worker.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from worker.config import Settings
+from worker.connect import connect_broker
 from worker.history.checks import check
 from worker.history.facts import Report
 from worker.history.gather import gather_facts
@@ -45,7 +45,6 @@ from worker.history.report import render_text, report_json
 from worker.topology import Topology
 
 COMMAND = "verify"
-CONNECT_TIMEOUT_SECONDS = 10.0
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
@@ -129,8 +128,8 @@ async def _broker(settings: Settings) -> AsyncIterator[AbstractConnection]:
     unreachable dependency (exit 3), with the URL's password masked.
     """
     try:
-        connection = await aio_pika.connect(
-            settings.amqp_url.get_secret_value(), timeout=CONNECT_TIMEOUT_SECONDS
+        connection = await connect_broker(
+            settings.amqp_url.get_secret_value(), settings.connect_timeout_seconds
         )
     except (AMQPConnectionError, OSError) as exc:
         raise ConnectionError(f"the broker: {exc or type(exc).__name__}") from exc
