@@ -1,12 +1,13 @@
-"""The ``meerkat-worker`` command line, and the client side of the broker it is built on.
+"""The ``meerkat-worker`` command line.
 
 Layout (each module imports only modules above it in this list, never one below):
 
 - :mod:`worker.cli.common`: the program name and exit codes, the argument types, error printing
   (``fail``, ``scrub``) and loading the settings. Nothing else of the package.
-- :mod:`worker.cli.publish`: building prompts and commands, publishing them to the ingress
-  exchange with confirms, and waiting for the reply. The test suites and the benchmarks publish
-  with it too.
+- :mod:`worker.cli.publish`: the command line's builders of prompts and commands over the
+  producer client (:mod:`worker.client`, which builds, publishes with confirms and awaits the
+  replies), and the client's publishing functions under the names the test suites and the
+  benchmarks use.
 - :mod:`worker.cli.dlq`: the dead queue: listing and replaying dead-lettered messages (the
   history checker reads it too).
 - :mod:`worker.cli.store_commands`: ``migrate``, ``inspect``, ``blobs gc``.
