@@ -1,7 +1,10 @@
 """A whole worker in this process, against the real broker, PostgreSQL and S3 (moto or MinIO).
 
-Every test gets its own topology (exchange and queue names with a unique prefix), database
-schema shared per session but unique runtime ids, and its own bucket.
+Modules written against the package's test kit use its ``meerkat_worker`` fixture
+(:mod:`worker.testing`: a deployment of the test's own, database included). The ``stack``
+fixtures here are the older form, kept for modules that need a worker on a shared database or a
+topology made by hand: every test gets its own topology (exchange and queue names with a unique
+prefix), the session's database schema with unique runtime ids, and its own bucket.
 """
 
 from __future__ import annotations

@@ -11,11 +11,27 @@ import pytest
 from persistence.blobs import MemoryBlobStore
 from persistence.factory import open_runtime_store
 from schemas import InputPhase
-from tests.integration.conftest import Stack, new_runtime_id
-from worker.cli.publish import build_prompt
+from tests.integration.conftest import new_runtime_id
+from worker.app import Worker
+from worker.client import messages
 from worker.driver import RuntimeDriver
+from worker.testing import WorkerFactory, WorkerHarness
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def harness(meerkat_worker: WorkerFactory) -> WorkerHarness:
+    return await meerkat_worker()
+
+
+def running(harness: WorkerHarness) -> Worker:
+    assert harness.worker is not None
+    return harness.worker
+
+
+def database_of(harness: WorkerHarness) -> str:
+    return harness.settings.database_url.get_secret_value()
 
 
 async def _leave_queued_work(postgres_url: str, writer: str, group: str | None = None) -> str:
@@ -24,7 +40,7 @@ async def _leave_queued_work(postgres_url: str, writer: str, group: str | None =
     store = await open_runtime_store(postgres_url, writer_id=writer, writer_group=group)
     try:
         runtime_id = new_runtime_id()
-        envelope = build_prompt(runtime_id, "left behind", [])
+        envelope = messages.prompt(runtime_id, "left behind")
         async with RuntimeDriver(store, MemoryBlobStore()).transaction() as transaction:
             await transaction.accept_input(runtime_id, envelope.input)
             await transaction.commit()
@@ -33,47 +49,50 @@ async def _leave_queued_work(postgres_url: str, writer: str, group: str | None =
         await store.close()
 
 
-async def test_work_left_by_a_gone_worker_is_resumed(stack: Stack, postgres_url: str) -> None:
-    runtime_id = await _leave_queued_work(postgres_url, "worker-that-crashed")
+async def test_work_left_by_a_gone_worker_is_resumed(harness: WorkerHarness) -> None:
+    runtime_id = await _leave_queued_work(database_of(harness), "worker-that-crashed")
 
-    assert await stack.worker.resume_left_work() >= 1
-    await stack.worker.run_until_idle()
+    assert await running(harness).resume_left_work() >= 1
+    await harness.run_until_idle()
 
-    store = stack.worker.store
+    store = running(harness).store
     assert store is not None
     [record] = await store.list_inputs(runtime_id)
     assert record.phase is InputPhase.CONSUMED
 
 
-async def test_work_of_another_deployment_is_left_to_it(stack: Stack, postgres_url: str) -> None:
-    ours = await _leave_queued_work(postgres_url, "crashed-here", stack.topology.prefix)
-    theirs = await _leave_queued_work(postgres_url, "crashed-there", "another-deployment")
+async def test_work_of_another_deployment_is_left_to_it(harness: WorkerHarness) -> None:
+    database = database_of(harness)
+    ours = await _leave_queued_work(database, "crashed-here", harness.topology.prefix)
+    theirs = await _leave_queued_work(database, "crashed-there", "another-deployment")
 
-    await stack.worker.resume_left_work()  # one pass lists both, if it lists the other at all
-    await stack.worker.run_until_idle()
+    worker = running(harness)
+    await worker.resume_left_work()  # one pass lists both, if it lists the other at all
+    await harness.run_until_idle()
 
-    store = stack.worker.store
+    store = worker.store
     assert store is not None
     assert [r.phase for r in await store.list_inputs(ours)] == [InputPhase.CONSUMED]
     assert [r.phase for r in await store.list_inputs(theirs)] == [InputPhase.QUEUED]
-    assert stack.worker.driver is not None
-    assert stack.worker.driver.cached(theirs) is None
+    assert worker.driver is not None
+    assert worker.driver.cached(theirs) is None
 
 
-async def test_work_of_a_live_peer_is_left_to_it(stack: Stack, postgres_url: str) -> None:
-    store, membership = stack.worker.store, stack.worker.membership
+async def test_work_of_a_live_peer_is_left_to_it(harness: WorkerHarness) -> None:
+    worker = running(harness)
+    store, membership = worker.store, worker.membership
     assert store is not None
     assert membership is not None
     await store.heartbeat("live-peer", now=datetime.now(UTC), ttl=timedelta(minutes=5),
-                          group=stack.topology.prefix)
+                          group=harness.topology.prefix)
     await membership.tick()
     assert "live-peer" in membership.live
-    runtime_id = await _leave_queued_work(postgres_url, "live-peer")
+    runtime_id = await _leave_queued_work(database_of(harness), "live-peer")
 
-    await stack.worker.resume_left_work()
+    await worker.resume_left_work()
 
-    assert stack.worker.driver is not None
-    assert stack.worker.driver.cached(runtime_id) is None
+    assert worker.driver is not None
+    assert worker.driver.cached(runtime_id) is None
     [record] = await store.list_inputs(runtime_id)
     assert record.phase is InputPhase.QUEUED
     await store.leave("live-peer")

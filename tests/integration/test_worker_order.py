@@ -5,27 +5,32 @@ from __future__ import annotations
 import pytest
 
 from schemas import InputPhase
-from tests.integration.conftest import Stack, new_runtime_id
-from worker.cli.publish import build_prompt
+from tests.integration.conftest import new_runtime_id
+from worker.client import messages
+from worker.testing import WorkerFactory
 
 pytestmark = pytest.mark.integration
 
 
-async def test_a_thousand_inputs_over_fifty_runtimes_keep_publish_order(stack: Stack) -> None:
+async def test_a_thousand_inputs_over_fifty_runtimes_keep_publish_order(
+    meerkat_worker: WorkerFactory,
+) -> None:
+    harness = await meerkat_worker()
     runtimes = [new_runtime_id() for _ in range(50)]
     published: dict[str, list[object]] = {r: [] for r in runtimes}
     envelopes = []
     for i in range(1000):
         runtime_id = runtimes[(i * 7) % 50]  # interleave the runtimes
-        envelope = build_prompt(runtime_id, f"message {i}", [])
+        envelope = messages.prompt(runtime_id, f"message {i}")
         envelopes.append(envelope)
         published[runtime_id].append(envelope.input.header.id)
     for envelope in envelopes:  # one at a time: each confirmed before the next is sent
-        await stack.publish(envelope)
+        await harness.send(envelope)
 
-    await stack.settled(1000)
+    await harness.run_until_idle()
 
-    store = stack.worker.store
+    assert harness.worker is not None
+    store = harness.worker.store
     assert store is not None
     for runtime_id in runtimes:
         inputs = await store.list_inputs(runtime_id)

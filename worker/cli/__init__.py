@@ -1,4 +1,4 @@
-"""The ``meerkat-worker`` command line, and the client side of the broker it is built on.
+"""The ``meerkat-worker`` command line.
 
 Layout (each module imports only modules above it in this list, never one below):
 
@@ -13,11 +13,13 @@ Layout (each module imports only modules above it in this list, never one below)
 - :mod:`worker.cli.parser`: the grammar, a Typer application: every command, argument and
   option, help and shell completion. It imports no command's module: each command hands its
   arguments to the dispatcher it is given.
-- :mod:`worker.cli.publish`: building prompts and commands, publishing them to the ingress
-  exchange with confirms, and waiting for the reply. The test suites and the benchmarks publish
-  with it too.
+- :mod:`worker.cli.publish`: the command line's builders of prompts and commands over the
+  producer client (:mod:`worker.client`, which builds, publishes with confirms and awaits the
+  replies), and the client's publishing functions under the names the test suites and the
+  benchmarks use.
 - :mod:`worker.cli.dlq`: the dead queue: listing, replaying and purging dead-lettered messages
-  (the history checker reads it too).
+  (the history checker reads it too); a replay publishes through the client's
+  :func:`~worker.client.wire.publish_confirmed`.
 - :mod:`worker.cli.store_commands`: ``migrate``, ``inspect``, ``blobs gc``.
 - :mod:`worker.cli.broker_commands`: ``topology declare|check``, ``send input|command``, and the
   broker connection of a command.

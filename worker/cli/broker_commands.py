@@ -7,8 +7,9 @@ can point them at their own names.
 
 Exit codes beyond those of :mod:`worker.cli.main`: 1 when the broker answers but its topology is
 wrong (``topology check`` problems, the consistent-hash plugin missing, nothing bound to the
-ingress exchange) or a reply cannot be read. ``send --wait`` exits 3 when no reply comes in time (no
-worker answering) and 4 when the reply is a rejection.
+ingress exchange), the broker refuses a publish (``basic.nack``) or a reply cannot be read.
+``send --wait`` exits 3 when no reply comes in time (no worker answering) and 4 when the reply
+is a rejection.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import sys
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import AMQPConnectionError, ChannelNotFoundEntity
 from yarl import URL
 
-from schemas import CommandEnvelope, InputEnvelope, Rejected, Reply
+from schemas import CommandEnvelope, InputEnvelope, Outcome, Rejected
 from worker.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -33,15 +34,9 @@ from worker.cli.common import (
     fail,
     scrub,
 )
-from worker.cli.publish import (
-    NoReply,
-    PublishRequest,
-    build_command,
-    build_prompt,
-    message_id_of,
-    publish_envelope,
-    request_reply,
-)
+from worker.cli.publish import build_command, build_prompt
+from worker.client import Client, NoReply, NotConfirmed, UnexpectedReply
+from worker.client.messages import message_id_of
 from worker.config import Settings
 from worker.connect import connect_broker
 from worker.topology import Topology, TopologyError
@@ -88,7 +83,7 @@ async def broker_command(command: Awaitable[int], settings: Settings) -> int:
         return await command
     except BrokerUnreachable as exc:
         return fail(f"cannot reach the broker: {scrub(str(exc), settings)}", EXIT_UNAVAILABLE)
-    except TopologyError as exc:
+    except (TopologyError, NotConfirmed) as exc:
         return fail(str(exc), EXIT_FAILED)
     except ChannelNotFoundEntity as exc:
         return fail(
@@ -150,45 +145,32 @@ async def _send(
     settings: Settings,
     topology: Topology,
 ) -> int:
-    """Publish; print the message id, and with ``--wait`` the reply."""
+    """Publish; print the message id, and with ``--wait`` the outcome."""
     message_id = message_id_of(envelope)
-    user_id = broker_user(settings)
     async with broker(settings) as connection:
-        if not args.wait:
-            channel = await connection.channel()
-            await publish_envelope(channel, envelope, topology=topology, user_id=user_id)
-            print(message_id)
-            return EXIT_OK
-
-        async def publish(channel: AbstractChannel, reply_to: str, correlation_id: str) -> None:
-            await publish_envelope(channel, envelope, reply_to=reply_to,
-                                   correlation_id=correlation_id, topology=topology,
-                                   user_id=user_id)
-            print(message_id, flush=True)
-
-        return await _await_reply(connection, publish, message_id, _wait_seconds(args))
-
-
-async def _await_reply(
-    connection: AbstractConnection,
-    publish: PublishRequest,
-    correlation_id: str,
-    wait_seconds: float,
-) -> int:
-    try:
-        reply = await request_reply(
-            connection, publish, wait_seconds=wait_seconds, correlation_id=correlation_id
-        )
-    except NoReply as exc:
-        return fail(str(exc), EXIT_UNAVAILABLE)
-    except ValueError as exc:
-        return fail(str(exc), EXIT_FAILED)
-    return report_outcome(reply)
+        client = Client(connection, topology=topology, user_id=broker_user(settings))
+        try:
+            if not args.wait:
+                await client.send(envelope)
+                print(message_id)
+                return EXIT_OK
+            try:
+                outcome = await client.request(
+                    envelope, wait_seconds=_wait_seconds(args),
+                    on_published=lambda: print(message_id, flush=True),
+                )
+            except NoReply as exc:
+                return fail(str(exc), EXIT_UNAVAILABLE)
+            except UnexpectedReply as exc:
+                return fail(str(exc), EXIT_FAILED)
+            return report_outcome(outcome)
+        finally:
+            await client.close()
 
 
-def report_outcome(reply: Reply) -> int:
-    print(reply.outcome.model_dump_json())
-    return EXIT_REJECTED if isinstance(reply.outcome, Rejected) else EXIT_OK
+def report_outcome(outcome: Outcome) -> int:
+    print(outcome.model_dump_json())
+    return EXIT_REJECTED if isinstance(outcome, Rejected) else EXIT_OK
 
 
 # --- helpers ----------------------------------------------------------------------------------

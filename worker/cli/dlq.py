@@ -45,7 +45,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiormq.exceptions import AMQPError
 
 from worker.cli.dead_letters import DeadLetter, DeadLetterFilter
-from worker.cli.publish import DEFAULT_TOPOLOGY, publish_confirmed
+from worker.client.wire import DEFAULT_TOPOLOGY, publish_confirmed
 from worker.pipeline import settle
 from worker.pipeline.parsing import reads_as_command
 from worker.pipeline.settle import DEAD_LETTERED_AT_HEADER, ERROR_HEADER
