@@ -244,7 +244,7 @@ class MemoryRuntimeStore:
 
     async def fetch_unsent_events(self, limit: int) -> list[OutboxEvent]:
         unsent = (o for o in self._db.outbox.values() if o.sent_at is None)
-        return [OutboxEvent(o.position, o.event) for o in itertools.islice(unsent, limit)]
+        return [OutboxEvent.of(o.position, o.event) for o in itertools.islice(unsent, limit)]
 
     async def mark_events_sent(self, positions: Sequence[int]) -> None:
         now = self._clock()

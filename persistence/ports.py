@@ -13,6 +13,7 @@ contract suite under ``tests/contract``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -85,10 +86,24 @@ class StoredRuntime:
 
 @dataclass(frozen=True)
 class OutboxEvent:
+    """An unsent event as the relay publishes it: its JSON as stored, and the fields its AMQP
+    properties need, read without parsing the body (:attr:`event` parses it, on demand)."""
+
     position: int
-    event: EventEnvelope
-    body: bytes | None = None
-    """The event's JSON as stored, when the store has it as text: published as it is."""
+    event_id: UUID
+    runtime_id: str
+    code: str
+    at: datetime
+    body: bytes
+
+    @classmethod
+    def of(cls, position: int, event: EventEnvelope) -> OutboxEvent:
+        return cls(position, event.event_id, event.runtime_id, event.code.value, event.at,
+                   event.model_dump_json().encode())
+
+    @functools.cached_property
+    def event(self) -> EventEnvelope:
+        return EventEnvelope.model_validate_json(self.body)
 
 
 @dataclass(frozen=True)

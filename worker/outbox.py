@@ -34,14 +34,13 @@ unsent and the next pass publishes them again)."""
 
 
 def event_message(item: OutboxEvent) -> Outgoing:
-    event = item.event
     return Outgoing(
-        body=item.body if item.body is not None else event.model_dump_json().encode(),
-        routing_key=event.code.value,
-        message_id=str(event.event_id),
-        message_type=event.code.value,
-        timestamp=event.at,
-        headers={"x-runtime-id": event.runtime_id},
+        body=item.body,
+        routing_key=item.code,
+        message_id=str(item.event_id),
+        message_type=item.code,
+        timestamp=item.at,
+        headers={"x-runtime-id": item.runtime_id},
     )
 
 

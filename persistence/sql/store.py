@@ -259,15 +259,19 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
 
     async def fetch_unsent_events(self, limit: int) -> list[OutboxEvent]:
         async with self._reading() as conn:
-            # The body as text: parsed and checked in one step, and published as stored.
+            # The body as text, published as stored; what the AMQP properties need comes from
+            # the row's columns and the body's ``at``, without parsing the whole body.
+            t = event_outbox.c
             result = await conn.execute(
-                select(event_outbox.c.position, cast(event_outbox.c.body, Text).label("text"))
-                .where(event_outbox.c.sent_at.is_(None))
-                .order_by(event_outbox.c.position)
+                select(t.position, t.event_id, t.runtime_id, t.code,
+                       t.body["at"].as_string().label("at"), cast(t.body, Text).label("text"))
+                .where(t.sent_at.is_(None))
+                .order_by(t.position)
                 .limit(limit)
             )
-            return [OutboxEvent(row.position, EventEnvelope.model_validate_json(row.text),
-                                row.text.encode()) for row in result]
+            return [OutboxEvent(row.position, row.event_id, row.runtime_id, row.code,
+                                datetime.fromisoformat(row.at), row.text.encode())
+                    for row in result]
 
     async def mark_events_sent(self, positions: Sequence[int]) -> None:
         if not positions:
