@@ -89,6 +89,8 @@ class OutboxEvent:
     event: EventEnvelope
     body: bytes | None = None
     """The event's JSON as stored, when the store has it as text: published as it is."""
+    traceparent: str | None = None
+    """The W3C trace context the event was committed under (:attr:`Decision.trace`)."""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from persistence.blobs import open_blob_store
 from persistence.factory import open_runtime_store
 from persistence.migrate import upgrade_async
 from persistence.ports import BlobStore, RuntimeStore
+from worker import tracing
 from worker.broker import BrokerLink, Link
 from worker.config import Settings
 from worker.consumer import ShardConsumers
@@ -50,6 +51,7 @@ from worker.runs.loop import RunLoop
 from worker.runs.restore import Restorer
 from worker.supervisor import RestartPolicy, Supervisor
 from worker.topology import Topology
+from worker.version import package_version
 from worker.watchdog import Watchdog
 
 log = structlog.get_logger(__name__)
@@ -150,9 +152,12 @@ class Worker:
         self._start_retention()
         if self.serve_http:
             await self._serve_health()
-        log.info("worker_started", shards=len(shards),
-                 owned=len(self.consumers.owned), worker_id=self.worker_id,
-                 faults=faults.spec() or None, settings=settings.redacted())
+        log.info("worker_started", version=package_version(), worker_id=self.worker_id,
+                 prefix=self.topology.prefix, shards=len(shards),
+                 owned=len(self.consumers.owned), executor=settings.executor,
+                 http_port=self.health.port if self.health else None,
+                 tracing=tracing.exporters(), faults=faults.spec() or None)
+        log.debug("worker_settings", settings=settings.redacted())
 
     async def _open_stores(self) -> None:
         settings = self.settings
@@ -239,6 +244,7 @@ class Worker:
             self.metrics.runtimes_cached.set(len(self.driver.cached_ids()))
         if self.consumers is not None:
             self.metrics.consumers_registered.set(self.consumers.registered)
+            self.metrics.shards_owned.set(len(self.consumers.owned))
         if self.watchdog is not None:
             self.watchdog.export(self.metrics)
 

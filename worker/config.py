@@ -104,6 +104,9 @@ class Settings(BaseSettings):
         None, description="crash-consistency fault points, e.g. after_commit_before_ack:37"
     )
     log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", description="lowest level logged (the worker's events and its libraries')"
+    )
     shutdown_grace_seconds: float = Field(30.0, gt=0, description="drain time after SIGTERM")
     group_commit_window_ms: float = Field(5.0, ge=0, description="how long a commit batch fills")
     max_concurrent_runs: int = Field(
@@ -164,6 +167,11 @@ class Settings(BaseSettings):
                   if isinstance(s, EnvSettingsSource)]
         secret_files = SecretFileSource(settings_cls, scopes)
         return init_settings, env_settings, secret_files, dotenv_settings
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("fault")
     @classmethod

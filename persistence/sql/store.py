@@ -261,13 +261,14 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
         async with self._reading() as conn:
             # The body as text: parsed and checked in one step, and published as stored.
             result = await conn.execute(
-                select(event_outbox.c.position, cast(event_outbox.c.body, Text).label("text"))
+                select(event_outbox.c.position, cast(event_outbox.c.body, Text).label("text"),
+                       event_outbox.c.traceparent)
                 .where(event_outbox.c.sent_at.is_(None))
                 .order_by(event_outbox.c.position)
                 .limit(limit)
             )
             return [OutboxEvent(row.position, EventEnvelope.model_validate_json(row.text),
-                                row.text.encode()) for row in result]
+                                row.text.encode(), row.traceparent) for row in result]
 
     async def mark_events_sent(self, positions: Sequence[int]) -> None:
         if not positions:

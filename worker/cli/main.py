@@ -51,11 +51,16 @@ if TYPE_CHECKING:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
+    from worker import tracing
     from worker.app import serve
     from worker.logs import configure_logging
 
-    configure_logging(settings.log_format)
-    return asyncio.run(serve(settings))
+    configure_logging(settings.log_format, settings.log_level)
+    tracing.configure(install_global=True)
+    try:
+        return asyncio.run(serve(settings))
+    finally:
+        tracing.shutdown()
 
 
 def cmd_schemas_export(args: argparse.Namespace, settings: Settings) -> int:
