@@ -35,9 +35,9 @@ ensure_venv() {
         "$python" -m venv .venv || die "$python -m venv failed (on Debian: apt-get install python3-venv)"
     fi
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-        say "installing the package and its dev dependencies into .venv"
+        say "installing the package and its dev and otel dependencies into .venv"
         .venv/bin/python -m pip install -q --upgrade pip
-        .venv/bin/python -m pip install -q -e '.[dev]'
+        .venv/bin/python -m pip install -q -e '.[dev,otel]'
         touch "$stamp"
     fi
 }

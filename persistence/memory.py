@@ -68,6 +68,7 @@ class _Outboxed:
     position: int
     event: EventEnvelope
     sent_at: datetime | None = None
+    traceparent: str | None = None
 
 
 @dataclass
@@ -141,7 +142,7 @@ class MemoryRuntimeStore:
         db = self._db
         async with db.lock:
             staged: dict[str, _Stored] = {}
-            events: list[EventEnvelope] = []
+            events: list[tuple[EventEnvelope, str | None]] = []
             event_ids = set(db.event_ids)
             for decision in decisions:
                 for mutation in decision.mutations:
@@ -150,10 +151,10 @@ class MemoryRuntimeStore:
                     if event.event_id in event_ids:
                         raise DuplicateRow("event id", str(event.event_id))
                     event_ids.add(event.event_id)
-                    events.append(event)
+                    events.append((event, decision.trace))
             db.runtimes.update(staged)
-            for event in events:
-                db.outbox[db.next_position] = _Outboxed(db.next_position, event)
+            for event, trace in events:
+                db.outbox[db.next_position] = _Outboxed(db.next_position, event, traceparent=trace)
                 db.next_position += 1
             db.event_ids = event_ids
 
@@ -244,7 +245,8 @@ class MemoryRuntimeStore:
 
     async def fetch_unsent_events(self, limit: int) -> list[OutboxEvent]:
         unsent = (o for o in self._db.outbox.values() if o.sent_at is None)
-        return [OutboxEvent.of(o.position, o.event) for o in itertools.islice(unsent, limit)]
+        return [OutboxEvent.of(o.position, o.event, o.traceparent)
+                for o in itertools.islice(unsent, limit)]
 
     async def mark_events_sent(self, positions: Sequence[int]) -> None:
         now = self._clock()

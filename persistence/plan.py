@@ -48,6 +48,8 @@ class WritePlan:
     snapshots: dict[str, SessionSnapshot] = field(default_factory=dict)
     commands: list[tuple[str, RecordCommand]] = field(default_factory=list)
     events: list[EventEnvelope] = field(default_factory=list)
+    traces: dict[UUID, str] = field(default_factory=dict)
+    """Event id → the ``traceparent`` of the decision that made it (traced decisions only)."""
 
     @property
     def inserts(self) -> list[InputWrite]:
@@ -83,6 +85,8 @@ def plan_writes(decisions: Sequence[Decision]) -> WritePlan:
                 case RecordCommand():
                     plan.commands.append((runtime_id, mutation))
         plan.events.extend(decision.events)
+        if decision.trace is not None:
+            plan.traces.update((e.event_id, decision.trace) for e in decision.events)
     return plan
 
 

@@ -95,11 +95,14 @@ class OutboxEvent:
     code: str
     at: datetime
     body: bytes
+    traceparent: str | None = None
+    """The W3C trace context the event was committed under (:attr:`Decision.trace`)."""
 
     @classmethod
-    def of(cls, position: int, event: EventEnvelope) -> OutboxEvent:
+    def of(cls, position: int, event: EventEnvelope,
+           traceparent: str | None = None) -> OutboxEvent:
         return cls(position, event.event_id, event.runtime_id, event.code.value, event.at,
-                   event.model_dump_json().encode())
+                   event.model_dump_json().encode(), traceparent)
 
     @functools.cached_property
     def event(self) -> EventEnvelope:

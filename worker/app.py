@@ -193,9 +193,6 @@ class Worker:
         self.phase = None
         if self.health is not None:
             self.health.remove_check(STARTUP_CHECK)
-        log.info("worker_started", shards=len(shards),
-                 owned=len(self.consumers.owned), worker_id=self.worker_id,
-                 faults=faults.spec() or None, settings=settings.redacted())
 
     async def _bounded(self, step: Awaitable[T], what: str) -> T:
         """A start-up step that waits on a dependency, within the connect timeout."""
@@ -299,6 +296,7 @@ class Worker:
             self.metrics.runtimes_cached.set(len(self.driver.cached_ids()))
         if self.consumers is not None:
             self.metrics.consumers_registered.set(self.consumers.registered)
+            self.metrics.shards_owned.set(len(self.consumers.owned))
         if self.watchdog is not None:
             self.watchdog.export(self.metrics)
 

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
         None, description="crash-consistency fault points, e.g. after_commit_before_ack:37"
     )
     log_format: Literal["json", "console"] = Field("json", description="json or console")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", description="lowest level logged (the worker's events and its libraries')"
+    )
     shutdown_grace_seconds: float = Field(30.0, gt=0, description="drain time after SIGTERM")
     connect_timeout_seconds: float = Field(
         30.0, gt=0,
@@ -196,6 +199,11 @@ class Settings(BaseSettings):
                 f"the scheme {scheme!r} is not one of {', '.join(schemes)}; write it as {example}"
             )
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("fault")
     @classmethod

@@ -22,8 +22,16 @@ use, an unreachable dependency, a wrong topology or schema) goes on to the comma
 prints its one line; any other is logged with its traceback (``worker_start_failed``) and
 raised as :class:`~worker.refusals.StartupFailed` (exit code 5).
 
-Once start-up has completed, and before the worker waits for a stop, the garbage collector is
-tuned for a long-lived heap (:func:`worker.gcpolicy.tune_for_throughput`).
+Once start-up has completed, the start-up line ``worker_started`` is logged (the version, the
+worker id, the prefix, the shards and those owned, the executor, the HTTP port, the trace
+exporters, the fault plan; every setting, masked, at debug as ``worker_settings``), and before
+the worker waits for a stop the garbage collector is tuned for a long-lived heap
+(:func:`worker.gcpolicy.tune_for_throughput`).
+
+The process (:func:`run_worker`) sets up logging at ``MEERKAT_LOG_FORMAT`` and
+``MEERKAT_LOG_LEVEL`` first, then tracing (:func:`worker.tracing.configure`, from the
+``OTEL_*`` environment, on only with the ``otel`` extra), and shuts tracing down (exporting the
+spans it still holds) when the event loop has ended.
 """
 
 from __future__ import annotations
@@ -37,12 +45,15 @@ from collections.abc import Callable
 
 import structlog
 
+from worker import tracing
 from worker.app import EXIT_FATAL, Worker
 from worker.config import Settings
+from worker.faults import FaultPlan
 from worker.gcpolicy import tune_for_throughput
 from worker.logs import configure_logging
 from worker.refusals import StartupFailed, refusal_of
 from worker.topology import Topology
+from worker.version import package_version
 
 log = structlog.get_logger(__name__)
 
@@ -89,8 +100,12 @@ class StopSignals:
 
 def run_worker(settings: Settings) -> int:
     """The whole process of ``meerkat-worker run``: logging, the event loop, the exit code."""
-    configure_logging(settings.log_format)
-    return asyncio.run(serve(settings))
+    configure_logging(settings.log_format, settings.log_level)
+    tracing.configure(install_global=True)
+    try:
+        return asyncio.run(serve(settings))
+    finally:
+        tracing.shutdown()
 
 
 async def serve(settings: Settings, *, force_exit: ForceExit = exit_now) -> int:
@@ -127,6 +142,7 @@ async def _serve(worker: Worker, signals: StopSignals, force_exit: ForceExit) ->
     if start.cancelled():
         log.info("worker_stopped", during_startup=True)
         return 0
+    _log_started(worker)
     tune_for_throughput()
     asked = loop.create_task(signals.first.wait(), name="stop-signal")
     failed = loop.create_task(worker.wait_failed(), name="fatal")
@@ -142,6 +158,16 @@ async def _serve(worker: Worker, signals: StopSignals, force_exit: ForceExit) ->
     drain.result()  # a drain that failed is raised
     log.info("worker_stopped")
     return EXIT_FATAL if worker.fatal is not None else 0
+
+
+def _log_started(worker: Worker) -> None:
+    settings = worker.settings
+    log.info("worker_started", version=package_version(), worker_id=worker.worker_id,
+             prefix=worker.topology.prefix, shards=len(worker.topology.queue_names()),
+             owned=len(worker.consumers.owned) if worker.consumers else 0,
+             executor=settings.executor, http_port=worker.health.port if worker.health else None,
+             tracing=tracing.exporters(), faults=FaultPlan.parse(settings.fault).spec() or None)
+    log.debug("worker_settings", settings=settings.redacted())
 
 
 async def _unless_forced(

@@ -8,6 +8,11 @@ A crash in between publishes them again after a restart; consumers dedupe by eve
 
 The relay publishes on the broker link's publish channel of the moment: while the broker is
 away, events wait in the outbox, and the relay's next pass after a reconnect sends them.
+
+An event committed with a trace context (its outbox row's ``traceparent``, see
+:mod:`worker.tracing`) is published with a ``traceparent`` header: with tracing on, that of a
+``publish <code>`` span under the stored context, which ends when the batch is confirmed;
+with tracing off, the stored one.
 """
 
 from __future__ import annotations
@@ -15,15 +20,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import structlog
 
 from persistence.ports import OutboxEvent, OutboxStore
+from worker import tracing
 from worker.batch_publish import Outgoing, publish_batch
 from worker.broker import BrokerLink
 from worker.faults import NO_FAULTS, FaultPlan
 from worker.health import ReadinessError
 from worker.metrics import Metrics
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = structlog.get_logger(__name__)
 
@@ -33,14 +44,18 @@ CONFIRM_SECONDS = 30.0
 unsent and the next pass publishes them again)."""
 
 
-def event_message(item: OutboxEvent) -> Outgoing:
+def event_message(item: OutboxEvent, trace: Mapping[str, str] | None = None) -> Outgoing:
+    """The message of an outbox event; ``trace``: its propagation headers."""
+    headers = {"x-runtime-id": item.runtime_id}
+    if trace:
+        headers.update(trace)
     return Outgoing(
         body=item.body,
         routing_key=item.code,
         message_id=str(item.event_id),
         message_type=item.code,
         timestamp=item.at,
-        headers={"x-runtime-id": item.runtime_id},
+        headers=headers,
     )
 
 
@@ -84,10 +99,18 @@ class OutboxRelay:
             link = self._broker.link
             if link is None:
                 raise ConnectionError("not connected to the broker")
-            async with asyncio.timeout(CONFIRM_SECONDS):
-                await publish_batch(
-                    link.publish_channel, link.events.name, [event_message(i) for i in pending]
-                )
+            spans: list[Span] = []
+            messages = [
+                event_message(i, tracing.event_headers(i.traceparent, i.code, spans))
+                if i.traceparent else event_message(i) for i in pending
+            ]
+            try:
+                async with asyncio.timeout(CONFIRM_SECONDS):
+                    await publish_batch(link.publish_channel, link.events.name, messages)
+            except BaseException as exc:
+                tracing.end_all(spans, repr(exc))
+                raise
+            tracing.end_all(spans)
             await self._faults.reach("during_outbox_publish")
             await self._store.mark_events_sent([item.position for item in pending])
             total += len(pending)

@@ -147,8 +147,9 @@ def command_from_outcome(outcome: Mapping[str, Any]) -> CommandCompleted:
     return codec.decode_command(outcome)
 
 
-def event_to_row(event: EventEnvelope, now: datetime) -> Values:
-    """An unsent ``event_outbox`` row written at ``now`` (the position is the database's)."""
+def event_to_row(event: EventEnvelope, now: datetime, traceparent: str | None = None) -> Values:
+    """An unsent ``event_outbox`` row written at ``now`` (the position is the database's), with
+    the trace context of the decision that made it."""
     return {
         "event_id": event.event_id,
         "runtime_id": event.runtime_id,
@@ -156,6 +157,7 @@ def event_to_row(event: EventEnvelope, now: datetime) -> Values:
         "body": codec.encode_event(event),
         "created_at": now,
         "sent_at": None,
+        "traceparent": traceparent,
     }
 
 

@@ -264,13 +264,15 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
             t = event_outbox.c
             result = await conn.execute(
                 select(t.position, t.event_id, t.runtime_id, t.code,
-                       t.body["at"].as_string().label("at"), cast(t.body, Text).label("text"))
+                       t.body["at"].as_string().label("at"), cast(t.body, Text).label("text"),
+                       t.traceparent)
                 .where(t.sent_at.is_(None))
                 .order_by(t.position)
                 .limit(limit)
             )
             return [OutboxEvent(row.position, row.event_id, row.runtime_id, row.code,
-                                datetime.fromisoformat(row.at), row.text.encode())
+                                datetime.fromisoformat(row.at), row.text.encode(),
+                                row.traceparent)
                     for row in result]
 
     async def mark_events_sent(self, positions: Sequence[int]) -> None:

@@ -48,6 +48,8 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 RUNTIME_ID_LENGTH = 200
 KEY_LENGTH = 256
 PHASE_LENGTH = 32
+TRACEPARENT_LENGTH = 128
+"""A W3C ``traceparent`` is 55 characters in version 00; later versions may append fields."""
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -217,6 +219,9 @@ event_outbox = Table(
     Column("body", JSON(), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("sent_at", UtcDateTime(), nullable=True),
+    # The W3C trace context of the decision that made the event, propagated when it is
+    # published (the event's JSON does not carry it). Null when tracing was off.
+    Column("traceparent", String(TRACEPARENT_LENGTH), nullable=True),
     UniqueConstraint("event_id"),
     Index(None, "runtime_id", "position"),
     Index(

@@ -81,7 +81,11 @@ async def apply_plan(
                 [command_to_row(runtime_id, command) for runtime_id, command in plan.commands],
             )
         if plan.events:
-            await conn.execute(insert(event_outbox), [event_to_row(e, now) for e in plan.events])
+            traces = plan.traces
+            await conn.execute(insert(event_outbox), [
+                event_to_row(e, now, traces.get(e.event_id) if traces else None)
+                for e in plan.events
+            ])
     except IntegrityError as exc:
         raise _integrity_failure(exc) from exc
 

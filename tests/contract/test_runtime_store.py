@@ -232,6 +232,27 @@ async def test_the_outbox_hands_out_committed_events_in_order(
     assert await runtime_store.list_events(second) == [e3]
 
 
+async def test_the_outbox_keeps_the_trace_context_each_event_was_committed_under(
+    runtime_store: RuntimeStore,
+) -> None:
+    runtime_id = new_runtime_id()
+    traced, also, plain = event(runtime_id), event(runtime_id), event(runtime_id)
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    decision = dataclasses.replace(step(runtime_id, 1, events=(traced, also)), trace=parent)
+    await runtime_store.commit([decision, step(runtime_id, 2, events=(plain,))])
+
+    unsent = {o.event.event_id: o for o in await runtime_store.fetch_unsent_events(100_000)}
+
+    assert unsent[traced.event_id].traceparent == parent
+    assert unsent[also.event_id].traceparent == parent
+    assert unsent[plain.event_id].traceparent is None
+    for item in (unsent[traced.event_id], unsent[plain.event_id]):  # the event's JSON is as it was
+        body = item.body if item.body is not None else item.event.model_dump_json().encode()
+        assert b"traceparent" not in body
+        assert EventEnvelope.model_validate_json(body) == item.event
+    assert unsent[traced.event_id].event == traced
+
+
 async def test_a_duplicate_event_id_writes_nothing(runtime_store: RuntimeStore) -> None:
     runtime_id = await created(runtime_store)
     repeated = event(runtime_id)

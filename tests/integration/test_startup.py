@@ -23,7 +23,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from persistence.migrate import upgrade_async
 from tests.fixtures.rabbitmq import TopologyFactory, delete_topology
-from tests.worker_process import Running, SilentListener, ameerkat, environment, human_lines
+from tests.worker_process import (
+    Running,
+    SilentListener,
+    ameerkat,
+    environment,
+    human_lines,
+    log_events,
+)
 from worker.cli.common import EXIT_FAILED, EXIT_FATAL, EXIT_OK, EXIT_USAGE
 from worker.cli.publish import build_prompt, publish_envelope
 from worker.shard_count import queue_exists
@@ -201,7 +208,7 @@ async def test_a_postgres_schema_not_migrated_or_newer_is_refused(
 
     refused(await ameerkat(["run"], env, tmp_path), EXIT_FAILED,
             "meerkat-worker run: the database schema is not migrated (revision none, this "
-            "version needs 0005); run: meerkat-worker migrate")
+            "version needs 0006); run: meerkat-worker migrate")
 
     await upgrade_async(fresh_postgres_url)
     engine = create_async_engine(fresh_postgres_url)
@@ -212,7 +219,7 @@ async def test_a_postgres_schema_not_migrated_or_newer_is_refused(
         await engine.dispose()
     refused(await ameerkat(["run"], env, tmp_path), EXIT_FAILED,
             "meerkat-worker run: the database schema is at revision 9999, which this version "
-            "does not know (its latest is 0005): a newer version migrated it; run a version of "
+            "does not know (its latest is 0006): a newer version migrated it; run a version of "
             "meerkat-worker that knows it")
 
 
@@ -239,7 +246,8 @@ async def test_a_start_up_that_fails_after_joining_deletes_its_membership_row(
             "meerkat-worker run: start-up failed while finishing start-up: FaultInjected: fault "
             "injected at startup_end (reach 1) (the log has worker_start_failed with the "
             "traceback)")
-    assert '"event": "shards_assigned"' in done.stderr, "the worker had joined"
+    assert any(e["event"] == "shards_assigned" for e in log_events(done.stderr)), \
+        "the worker had joined"
     assert membership_rows(tmp_path / "meerkat.db", topology.prefix) == 0
 
 

@@ -218,8 +218,20 @@ def test_every_named_metric_is_exported() -> None:
     metrics = Metrics(CollectorRegistry())
     names = {family.name for family in metrics.registry.collect()}
 
+    # The standard collectors: process, platform, garbage collector.
+    assert {"process_cpu_seconds", "process_resident_memory_bytes", "python_info",
+            "python_gc_collections"} <= names
     # Counter families are named without the _total the exposition adds.
-    assert names == {
+    assert {name for name in names if name.startswith("meerkat_")} == {
+        "meerkat_build_info",
+        "meerkat_deliveries_settled",
+        "meerkat_accept_seconds",
+        "meerkat_version_conflicts",
+        "meerkat_replies",
+        "meerkat_runs_ended",
+        "meerkat_run_seconds",
+        "meerkat_executor_seconds",
+        "meerkat_shards_owned",
         "meerkat_messages_received",
         "meerkat_messages_acked",
         "meerkat_messages_requeued",
@@ -247,6 +259,18 @@ def test_every_named_metric_is_exported() -> None:
         "meerkat_dead_letter_queue_messages",
         "meerkat_dead_letter_queue_max_length",
     }
+
+
+def test_no_created_series_are_exported() -> None:
+    metrics = Metrics()
+    metrics.deliveries_settled.labels(settlement="acked").inc()
+    metrics.accept_seconds.observe(0.01)
+
+    text = metrics.render().decode()
+
+    assert 'meerkat_deliveries_settled_total{settlement="acked"} 1.0' in text
+    assert "meerkat_accept_seconds_count 1.0" in text
+    assert "_created" not in text
 
 
 async def test_stop_releases_the_port() -> None:

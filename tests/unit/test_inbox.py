@@ -55,7 +55,7 @@ def dropped() -> list[int]:
 
 @pytest.fixture
 def intake(clock: Clock, dropped: list[int]) -> Inbox:
-    return Inbox(on_drop=dropped.append, clock=clock)
+    return Inbox(on_drop=lambda items: dropped.append(len(items)), clock=clock)
 
 
 async def take(intake: Inbox) -> list[str]:

@@ -273,6 +273,9 @@ class Decision:
     blobs: tuple[BlobWrite, ...] = ()
     reload_after_commit: bool = False
     recovery: RecoveryReport | None = None
+    trace: str | None = None
+    """The W3C ``traceparent`` of the span the decision was made in, when tracing is on: stored
+    with its events (not in them) and propagated when they are published."""
 
     @property
     def runtime_id(self) -> str:

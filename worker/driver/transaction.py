@@ -21,6 +21,7 @@ message has created (only ``destroy``, when the driver is told so).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -284,6 +285,16 @@ class Transaction:
         except RunNotCurrent:
             return None
         return self._add(decision)
+
+    def traced(self, decision: Decision, trace: str) -> Decision:
+        """``decision``, one this transaction made, with the trace context its events are to
+        be stored under (:attr:`Decision.trace`); replaces it in what is committed."""
+        traced = dataclasses.replace(decision, trace=trace)
+        for index in range(len(self.decisions) - 1, -1, -1):
+            if self.decisions[index] is decision:
+                self.decisions[index] = traced
+                break
+        return traced
 
     # -- commit ------------------------------------------------------------------------------
 

@@ -24,19 +24,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 
 import aiormq.abc
 from aio_pika.abc import AbstractIncomingMessage
 
 from schemas import Limits
+from worker import tracing
 from worker.broker import BrokerLink
 from worker.driver import Aborted, RuntimeDriver
 from worker.faults import NO_FAULTS, FaultPlan
 from worker.metrics import Metrics
 from worker.pipeline.authz import Access
 from worker.pipeline.decide import Window, decide_window
-from worker.pipeline.inbox import Delivery, Inbox
+from worker.pipeline.inbox import Delivery, Inbox, Item
 from worker.pipeline.isolation import Isolation
 from worker.pipeline.parsing import parse_delivery
 from worker.pipeline.policy import OUTAGE_PROBE
@@ -79,20 +81,22 @@ class Committer:
 
     def submit(self, message: AbstractIncomingMessage) -> None:
         """Called by a shard consumer for each delivery (which counted it as received)."""
+        received = time.monotonic()
         try:
             channel = message.channel
         except Exception:  # closed already: the broker has it back
-            self._settler.dropped(1)
+            self._settler.gone(message)
             return
         parsed = parse_delivery(message.body, message.type, self._limits,
                                 routing_key=message.routing_key, message_id=message.message_id,
                                 exchange=message.exchange, user_id=message.user_id,
                                 access=self._access)
         self._settler.received(message, channel, parsed)
-        self._inbox.put(Delivery(message, channel, parsed))
+        self._inbox.put(Delivery(message, channel, parsed, received=received,
+                                 trace=tracing.received(message)))
 
-    def _dropped(self, count: int) -> None:
-        self._settler.dropped(count)
+    def _dropped(self, items: Sequence[Item]) -> None:
+        self._settler.dropped([i for i in items if isinstance(i, Delivery)])
         self._settler.changed(self.idle)
 
     def submit_step(self, step: RunStep) -> None:
@@ -152,8 +156,11 @@ class Committer:
 
     async def _commit(self, window: Window) -> None:
         try:
+            began = time.time_ns() if tracing.active() else 0
             with self._metrics.commit_seconds.time():
                 await window.transaction.commit()
+            if began:
+                _trace_commit(window.items, began, time.time_ns())
             self._metrics.commits.inc()
             self._metrics.commit_batch_size.observe(len(window.items))
             await self._faults.reach("after_commit_before_ack")
@@ -227,3 +234,13 @@ class Committer:
     def idle(self) -> bool:
         return (not self._windows and self._deciding is None and len(self._inbox) == 0
                 and self._settler.settling == 0)
+
+
+def _trace_commit(items: Sequence[Item], began: int, ended: int) -> None:
+    """A ``commit`` span under each delivery's ``accept`` span; the run steps' spans end."""
+    size = {"meerkat.batch_size": len(items)}
+    for item in items:
+        if isinstance(item, Delivery):
+            tracing.child(item.trace, "commit", began, ended, size)
+        else:
+            tracing.step_committed(item.trace, ended)

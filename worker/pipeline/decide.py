@@ -3,6 +3,10 @@
 A delivery is admitted, applied or refused; a run step stages or ends a run. Only a lone or
 redelivered message pays for the store's dedupe lookups; in a shared window a duplicate trips a
 unique key, the commit fails, and the window is retried one item at a time, with lookups.
+
+With tracing on, each decision carries the ``traceparent`` of its item's span (a delivery's
+``accept``, a run step's ``stage``, ``boundary`` or ``fail``; a stage makes its run's spans
+here, once it knows the inputs it takes), which the store keeps with the decision's events.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from schemas import Accepted
+from worker import tracing
 from worker.core import Decision
 from worker.driver import Transaction
 from worker.pipeline.inbox import Delivery, Item
@@ -31,13 +37,35 @@ async def decide_window(transaction: Transaction, window: list[Item]) -> list[De
     """The decision of each item (None: nothing to commit for it), in window order."""
     look_up = len(window) == 1
     await transaction.prefetch(i.runtime_id for i in window if i.runtime_id is not None)
+    traced = tracing.active()
     decided: list[Decision | None] = []
     for item in window:
         if isinstance(item, RunStep):
-            decided.append(await _step(transaction, item))
+            decision = await _step(transaction, item)
         else:
-            decided.append(await _delivery(transaction, item, look_up))
+            decision = await _delivery(transaction, item, look_up)
+        if traced and decision is not None:
+            decision = _traced(transaction, item, decision)
+        decided.append(decision)
     return decided
+
+
+_STEP_SPANS = {StepKind.STAGE: "stage", StepKind.FINISH: "boundary", StepKind.FAIL: "fail"}
+
+
+def _traced(transaction: Transaction, item: Item, decision: Decision) -> Decision:
+    """``decision`` with the trace context of ``item``'s span (tracing is on)."""
+    if isinstance(item, Delivery):
+        if isinstance(decision.outcome, Accepted):
+            tracing.admitted(item.trace, decision.outcome.input_id)
+        trace = tracing.traceparent(item.trace)
+    else:
+        run = decision.runtime.current_run
+        if item.kind is StepKind.STAGE and item.trace is None and run is not None:
+            item.trace = tracing.run_staged(item.runtime_id, item.run_id, run.input_ids,
+                                            item.requested_ns)
+        trace = tracing.step_started(item.trace, _STEP_SPANS[item.kind], item.requested_ns)
+    return decision if trace is None else transaction.traced(decision, trace)
 
 
 async def _step(transaction: Transaction, step: RunStep) -> Decision | None:

@@ -34,14 +34,18 @@ import contextlib
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiormq.abc
 from aio_pika.abc import AbstractIncomingMessage
 
 from worker.pipeline.parsing import ParsedMessage
 from worker.pipeline.steps import RunStep
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 
 @dataclass(eq=False)
@@ -56,16 +60,20 @@ class Delivery:
     """Decide this delivery in a window of its own."""
     conflicts: int = 0
     """Version conflicts met so far, each retried at once."""
+    received: float = 0.0
+    """When it was received (``time.monotonic``), for ``meerkat_accept_seconds``."""
+    trace: Span | None = None
+    """Its ``accept`` span, when tracing is on."""
 
     @property
     def runtime_id(self) -> str | None:
         return self.parsed.runtime_id
 
 
-OnDrop = Callable[[int], None]
-
-
 Item = Delivery | RunStep
+
+OnDrop = Callable[[Sequence[Item]], None]
+"""Told the deliveries dropped because their channel closed or was released."""
 
 
 class Inbox:
@@ -189,14 +197,14 @@ class Inbox:
             return batch
         while self._steps and len(batch) < max_batch and not self._steps[0].alone:
             batch.append(self._steps.popleft())
-        dropped = 0
+        dropped: list[Item] = []
         while self._inbox and len(batch) < max_batch:
             item = self._inbox[0]
             if item.alone and batch:
                 break
             self._inbox.popleft()
             if not self.alive(item):
-                dropped += 1
+                dropped.append(item)
             elif self.is_held(item.runtime_id):
                 self.hold_behind(item)
             else:
@@ -216,15 +224,14 @@ class Inbox:
 
     def _discard_dead(self) -> int:
         """A full sweep, for a release (rare); :meth:`_fill` checks the rest on the way out."""
-        dropped = 0
+        dropped: list[Item] = []
         if any(not self.alive(d) for d in self._inbox):
-            kept = [d for d in self._inbox if self.alive(d)]
-            dropped += len(self._inbox) - len(kept)
-            self._inbox = deque(kept)
+            dropped += [d for d in self._inbox if not self.alive(d)]
+            self._inbox = deque(d for d in self._inbox if self.alive(d))
         for runtime_id in list(self._held):
             held = self._held[runtime_id]
             kept = [d for d in held if self.alive(d)]
-            dropped += len(held) - len(kept)
+            dropped += [d for d in held if not self.alive(d)]
             if kept:
                 self._held[runtime_id] = deque(kept)
             else:
@@ -232,7 +239,7 @@ class Inbox:
                 self._retry_at.pop(runtime_id, None)
         if dropped:
             self._on_drop(dropped)
-        return dropped
+        return len(dropped)
 
 
 def _put_ahead_of_first_deliveries(

@@ -11,6 +11,9 @@ item of a runtime can overtake an earlier one:
 - a run step given up fails its future, and the run loop backs off;
 - a message that failed ``delivery_limit`` times is dead-lettered (the caller settles it).
 
+A held delivery is logged (``delivery_held``, with its attempt and the wait before the next);
+a version conflict is counted in ``meerkat_version_conflicts_total``.
+
 Failed attempts are counted per message identity (routing key and message id), in memory, so the
 count survives the message's redeliveries within this process.
 """
@@ -24,7 +27,7 @@ from collections.abc import Callable
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from persistence.errors import StoreError
+from persistence.errors import StoreError, VersionConflict
 from worker.metrics import Metrics
 from worker.pipeline.decide import Window
 from worker.pipeline.inbox import Delivery, Inbox, Item
@@ -60,6 +63,8 @@ class Isolation:
         """Carry out the failure rows for ``window``; returns the dead letters to settle."""
         log.warning("commit_failed", size=len(window.items), error=repr(exc))
         self._metrics.commit_failures.labels(error=type(exc).__name__).inc()
+        if isinstance(exc, VersionConflict):
+            self._metrics.version_conflicts.inc()
         alone = len(window.items) == 1
         if isinstance(exc, StoreError) and not is_outage(exc) and alone:
             runtime_id = window.items[0].runtime_id
@@ -96,6 +101,9 @@ class Isolation:
                 self._count(item, attempts + 1)
                 item.alone, item.conflicts = False, 0
                 self._metrics.messages_requeued.labels(reason=type(exc).__name__).inc()
+                log.info("delivery_held", runtime_id=item.runtime_id,
+                         message_id=item.message.message_id, attempt=attempts + 1,
+                         retry_in_seconds=round(settlement.delay, 3), error=repr(exc)[:500])
                 self._progressed()
                 self._inbox.hold(item, settlement.delay)
             elif isinstance(item, Delivery):

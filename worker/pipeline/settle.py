@@ -20,12 +20,16 @@ another window's ack. The :class:`Unsettled` ledger knows, per channel, which ta
 
 The dead-letter copy is published with publisher confirms *before* the ack, so a crash in
 between leaves the original to be redelivered: a message may be dead-lettered twice, never lost.
+
+Every delivery settled here is told once, by :mod:`worker.pipeline.settled` (a
+``delivery_settled`` log line, the counters by settlement, the end of its ``accept`` span).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +41,7 @@ import aiormq.abc
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
 from schemas import Unauthorized
+from worker import tracing
 from worker.broker import BrokerLink, Link
 from worker.core import Decision
 from worker.metrics import Metrics
@@ -46,6 +51,7 @@ from worker.pipeline.inbox import Delivery
 from worker.pipeline.parsing import ParsedCommand, ParsedInput, ParsedMessage, Unparseable
 from worker.pipeline.policy import Action, Settlement, settlement_for
 from worker.pipeline.replies import publish_reply
+from worker.pipeline.settled import returned, returned_unread, settled_as, told
 from worker.pipeline.steps import RunStep, Staged, StepKind, StepResult
 from worker.watchdog import Watchdog
 
@@ -159,24 +165,16 @@ async def release(message: AbstractIncomingMessage) -> None:
     await message.nack(requeue=True)
 
 
-class Decided(Settleable, Protocol):
-    @property
-    def runtime_id(self) -> str | None: ...
-
-
-D = TypeVar("D", bound=Decided)
-
-
 async def settle_batch(
-    decided: Sequence[tuple[D, Settlement]], link: Link | None, metrics: Metrics,
+    decided: Sequence[tuple[Delivery, Settlement]], link: Link | None, metrics: Metrics,
     unsettled: Unsettled | None = None, reply_allowed: Callable[[str], bool] = reply_allowed,
-) -> tuple[list[D], list[D]]:
+) -> tuple[list[Delivery], list[Delivery]]:
     """Carry out each settlement: dead letters first (each confirmed, then acked), then the
     acks, then the replies. Returns (settled, lost): a lost delivery could not be settled on
     its channel (gone, or broken by the attempt); the broker will deliver it again."""
-    settled: list[D] = []
-    lost: list[D] = []
-    acks: list[D] = []
+    settled: list[Delivery] = []
+    lost: list[Delivery] = []
+    acks: list[Delivery] = []
     for delivery, settlement in decided:
         if settlement.action is not Action.DEAD_LETTER:
             acks.append(delivery)
@@ -199,11 +197,20 @@ async def settle_batch(
     acked = [d for d in acks if d not in gone]
     metrics.messages_acked.inc(len(acked))
     settled += acked
+    now = time.monotonic()
+    for delivery, settlement in decided:
+        if delivery in gone:
+            continue
+        if settlement.action is Action.DEAD_LETTER:
+            told(delivery, "dead_lettered", metrics, now, settlement.reason or "",
+                 settlement.reason_type)
+        else:
+            told(delivery, settled_as(settlement), metrics, now)
     channel = link.publish_channel if link is not None else None
     for delivery, settlement in decided:
         if settlement.reply is not None and delivery not in gone:
             await publish_reply(channel, delivery.message, delivery.runtime_id, settlement.reply,
-                                allowed=reply_allowed, metrics=metrics)
+                                allowed=reply_allowed, metrics=metrics, trace=delivery.trace)
     return settled, lost
 
 
@@ -246,11 +253,16 @@ class Settler:
         self._metrics.messages_received.labels(kind=kind).inc()
         self._unsettled.received(channel, message.delivery_tag)
 
-    def dropped(self, count: int) -> None:
+    def dropped(self, deliveries: Sequence[Delivery]) -> None:
         """Deliveries of a closed or released channel, given up (the broker has them back)."""
-        if count:
-            self._metrics.messages_requeued.labels(reason="channel_closed").inc(count)
-            self._watchdog.settled(count)
+        if deliveries:
+            returned(deliveries, self._metrics)
+            self._watchdog.settled(len(deliveries))
+
+    def gone(self, message: AbstractIncomingMessage) -> None:
+        """A delivery whose channel had closed before it was read (the broker has it back)."""
+        returned_unread(message, self._metrics)
+        self._watchdog.settled(1)
 
     async def committed(self, window: Window) -> None:
         """Answer the window's run steps and settle its deliveries (its COMMIT returned)."""
@@ -279,7 +291,7 @@ class Settler:
         for delivery in lost:  # its channel died, or settling broke it: the broker has it back
             await _close_quietly(delivery.channel)
         self._on_settled(settled)
-        self.dropped(len(lost))
+        self.dropped(lost)
         self._watchdog.settled(len(settled))
         async with self._changed:
             self.settled += len(settled)
@@ -317,7 +329,10 @@ def step_result(step: RunStep, decision: Decision | None) -> StepResult:
         assert step.kind is StepKind.FINISH, "a committed stage names its run"
         return True
     inputs = decision.runtime.inputs
-    return Staged(run.run_id, tuple(inputs[i].payload for i in run.input_ids))
+    trace = step.trace if step.kind is StepKind.STAGE else (
+        tracing.run_staged(step.runtime_id, run.run_id, run.input_ids, time.time_ns(),
+                           after=step.trace) if step.trace is not None else None)
+    return Staged(run.run_id, tuple(inputs[i].payload for i in run.input_ids), trace)
 
 
 async def _close_quietly(channel: aiormq.abc.AbstractChannel) -> None:

@@ -9,12 +9,14 @@ that made the committer give the step up.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 from uuid import UUID
 
 from schemas import AnyInput
 from worker.runs.executors import RunResult
+from worker.tracing import RunTrace
 
 
 class StepKind(Enum):
@@ -29,6 +31,8 @@ class Staged:
 
     run_id: UUID
     payloads: tuple[AnyInput, ...]
+    trace: RunTrace | None = None
+    """The run's spans, when tracing is on."""
 
 
 StepResult = Staged | bool | None
@@ -54,3 +58,8 @@ class RunStep:
     conflicts: int = 0
     outages: int = 0
     """Outages this step waited out so far."""
+    trace: RunTrace | None = None
+    """The run's spans, when tracing is on: STAGE makes them when it is decided, FINISH and
+    FAIL are given them."""
+    requested_ns: int = field(default_factory=time.time_ns)
+    """When the run loop asked for the step (the start of its span)."""

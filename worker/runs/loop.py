@@ -19,6 +19,12 @@ accepted while a run was going) still drains at the next turn. A turn:
 A slow executor holds only its executor slot, never a commit: stages and ends of many runtimes
 share the pipeline's transactions. An ``interrupt`` signal that arrives while a run is executing
 sets that run's interrupt flag; the executor is expected to yield at its next checkpoint.
+
+Each run is logged when its executor starts (``run_started``) and when it ends
+(``run_completed``, ``run_failed``, ``run_cancelled``: no longer current at its end, or
+``run_abandoned``: given up to recovery), with its duration from the turn that took it on;
+``meerkat_runs_ended_total{outcome}``, ``meerkat_run_seconds`` and
+``meerkat_executor_seconds`` count the same, and with tracing on the run's spans end with it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from uuid import UUID
 import structlog
 
 from persistence.errors import StoreError
+from worker import tracing
 from worker.core import Signal
 from worker.driver import RuntimeDriver
 from worker.faults import NO_FAULTS, FaultPlan
@@ -39,7 +46,7 @@ from worker.health import ReadinessError
 from worker.ids import uuid7
 from worker.metrics import Metrics
 from worker.pipeline.policy import RUN_TURN, is_transient
-from worker.pipeline.steps import RunStep, Staged, StepKind, StepResult
+from worker.pipeline.steps import RunStep, Staged, StepKind
 from worker.runs.executors import Executor, RunRequest, RunResult
 from worker.runs.restore import Restorer
 
@@ -127,89 +134,134 @@ class RunLoop:
                 if not ran and runtime_id not in self._again:
                     break
         finally:
+            if chained is not None:  # staged by the last end, never run: recovery requeues it
+                self._over(runtime_id, chained, "abandoned", time.monotonic())
             self._tasks.pop(runtime_id, None)
             if not self._tasks:
                 self._idle.set()
 
-    async def _step(self, kind: StepKind, runtime_id: str, run_id: UUID, *,
-                    result: RunResult | None = None, error: str | None = None,
-                    next_run_id: UUID | None = None) -> StepResult:
-        step = RunStep(kind, runtime_id, run_id, result=result, error=error,
-                       next_run_id=next_run_id)
+    async def _stage(self, runtime_id: str) -> Staged | None:
+        """Stage the runtime's next batch; None when it has nothing to run."""
+        step = RunStep(StepKind.STAGE, runtime_id, uuid7())
         self._submit(step)
-        return await step.done
+        try:
+            staged = await step.done
+        except BaseException:
+            tracing.run_ended(step.trace, "abandoned")
+            raise
+        if isinstance(staged, Staged):
+            return staged
+        tracing.run_ended(step.trace, "abandoned")  # a retry of the stage found nothing to run
+        return None
 
     async def _turn(self, runtime_id: str, staged: Staged | None) -> tuple[bool, Staged | None]:
         """One run: ``staged`` (the previous finish staged it), else a stage of its own.
         Returns whether a run was made, and the next run when the finish staged one."""
         async with self._slots:
-            self._turns[runtime_id] = time.monotonic()
+            began = time.monotonic()
+            self._turns[runtime_id] = began
             try:
                 await self._faults.reach("run_turn")
                 if staged is None:
-                    stage = await self._step(StepKind.STAGE, runtime_id, uuid7())
-                    if not isinstance(stage, Staged):
+                    staged = await self._stage(runtime_id)
+                    if staged is None:
                         return False, None
-                    staged = stage
-                error, result = await self._execute(runtime_id, staged)
+                error, result, executed = await self._execute(runtime_id, staged)
+            except BaseException:
+                if staged is not None:
+                    self._over(runtime_id, staged, "abandoned", began)
+                raise
             finally:
                 del self._turns[runtime_id]
-        if error is not None:
-            await self._fail(runtime_id, staged.run_id, error)
-            return True, None
-        following = None if self._stopping else uuid7()
-        ended = await self._end(StepKind.FINISH, runtime_id, staged.run_id, result=result,
-                                next_run_id=following)
+        try:
+            if error is not None:
+                failed = await self._fail(runtime_id, staged, error)
+                self._over(runtime_id, staged, "failed" if failed else "cancelled", began,
+                           executed, error)
+                return True, None
+            following = None if self._stopping else uuid7()
+            ended = await self._end(StepKind.FINISH, runtime_id, staged.run_id, result=result,
+                                    next_run_id=following, trace=staged.trace)
+        except BaseException:
+            self._over(runtime_id, staged, "abandoned", began, executed)
+            raise
+        self._over(runtime_id, staged, "completed" if ended else "cancelled", began, executed)
         if ended:
             await self._faults.reach("after_boundary_commit")
             self.runs_completed += 1
             self._metrics.runs_completed.inc()
         return True, ended if isinstance(ended, Staged) else None
 
+    def _over(self, runtime_id: str, staged: Staged, outcome: str, began: float,
+              executed: float | None = None, error: str | None = None) -> None:
+        """The run ended so: its log line, metrics and spans."""
+        seconds = round(time.monotonic() - began, 6)
+        self._metrics.run_outcomes[outcome].inc()
+        if outcome in ("completed", "failed"):
+            self._metrics.run_seconds.observe(seconds)
+        tracing.run_ended(staged.trace, outcome, error)
+        fields = {"runtime_id": runtime_id, "run_id": str(staged.run_id),
+                  "inputs": len(staged.payloads), "duration_seconds": seconds,
+                  "executor_seconds": None if executed is None else round(executed, 6)}
+        if outcome == "failed":
+            log.warning("run_failed", **fields, error=error)
+        else:
+            log.info(f"run_{outcome}", **fields)
+
     async def _execute(
         self, runtime_id: str, staged: Staged
-    ) -> tuple[str | None, RunResult | None]:
-        """The executor's result, or why the run failed."""
+    ) -> tuple[str | None, RunResult | None, float | None]:
+        """The executor's result, or why the run failed; and how long the executor took."""
         try:
             request = await self._restorer.request(runtime_id, staged.run_id, list(staged.payloads))
         except StoreError as exc:
             if is_transient(exc):  # our outage, not the run's fault: recovery requeues it
                 self._driver.forget_run(runtime_id, staged.run_id)
                 raise
-            return f"{type(exc).__name__}: {exc}", None
+            return f"{type(exc).__name__}: {exc}", None, None
         self._running[runtime_id] = request
         self._metrics.runs_started.inc()
         self._metrics.runs_active.set(len(self._running))
+        log.info("run_started", runtime_id=runtime_id, run_id=str(staged.run_id),
+                 inputs=len(staged.payloads))
+        called = time.monotonic()
         try:
             await self._faults.reach("mid_run")
-            result = await asyncio.wait_for(self._executor(request), self._timeout)
+            with tracing.executing(staged.trace):
+                result = await asyncio.wait_for(self._executor(request), self._timeout)
         except TimeoutError:
-            return f"executor timed out after {self._timeout}s", None
+            return f"executor timed out after {self._timeout}s", None, self._timeout
         except asyncio.CancelledError:
             raise  # shutdown abandoned the run: recovery puts its inputs back
         except Exception as exc:
-            return f"{type(exc).__name__}: {exc}", None
+            return f"{type(exc).__name__}: {exc}", None, time.monotonic() - called
         finally:
+            self._metrics.executor_seconds.observe(time.monotonic() - called)
             self._running.pop(runtime_id, None)
             self._metrics.runs_active.set(len(self._running))
         if not isinstance(result, RunResult):
-            return "executor did not return a RunResult", None
-        return None, result
+            return "executor did not return a RunResult", None, time.monotonic() - called
+        return None, result, time.monotonic() - called
 
-    async def _fail(self, runtime_id: str, run_id: UUID, error: str) -> None:
-        log.warning("run_failed", runtime_id=runtime_id, run_id=str(run_id), error=error)
+    async def _fail(self, runtime_id: str, staged: Staged, error: str) -> bool:
+        """Commit the run's failure; False: it was no longer current."""
         self.runs_failed += 1
         self._metrics.runs_failed.inc()
-        await self._end(StepKind.FAIL, runtime_id, run_id, error=error)
+        ended = await self._end(StepKind.FAIL, runtime_id, staged.run_id, error=error,
+                                trace=staged.trace)
+        return ended is not False
 
     async def _end(self, kind: StepKind, runtime_id: str, run_id: UUID, *,
                    result: RunResult | None = None, error: str | None = None,
-                   next_run_id: UUID | None = None) -> bool | Staged:
+                   next_run_id: UUID | None = None,
+                   trace: tracing.RunTrace | None = None) -> bool | Staged:
         """Commit the run's end (True, or the next run it staged; False: the run was no longer
         current); if the pipeline gives it up, give the run up to recovery."""
+        step = RunStep(kind, runtime_id, run_id, result=result, error=error,
+                       next_run_id=next_run_id, trace=trace)
         try:
-            ended = await self._step(kind, runtime_id, run_id, result=result, error=error,
-                                     next_run_id=next_run_id)
+            self._submit(step)
+            ended = await step.done
         except Exception:
             self._driver.forget_run(runtime_id, run_id)
             raise
