@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 
+import orjson
+
 from persistence.errors import BlobCorrupt, BlobTooLarge, InvalidBlobId
 from persistence.ports import StoredBlob
 from schemas.validation import blob_id_for
@@ -53,8 +55,8 @@ def check_size(data_base64: str, max_blob_bytes: int) -> None:
 
 
 def encode_envelope(media_type: str, data_base64: str) -> bytes:
-    document = {"media_type": normalize_media_type(media_type), "data": data_base64}
-    return json.dumps(document, separators=(",", ":")).encode()
+    """The envelope's compact JSON (orjson: the image's base64 text is long)."""
+    return orjson.dumps({"media_type": normalize_media_type(media_type), "data": data_base64})
 
 
 def decode_envelope(blob_id: str, raw: bytes) -> StoredBlob:
