@@ -69,6 +69,7 @@ class _Outboxed:
     event: EventEnvelope
     sent_at: datetime | None = None
     traceparent: str | None = None
+    group: str | None = None
 
 
 @dataclass
@@ -83,6 +84,8 @@ class MemoryDatabase:
     """Heartbeat rows: worker id → (group, last seen)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held by a commit, which is one transaction."""
+    relay_leads: dict[str | None, object] = field(default_factory=dict)
+    """The relay lease of each group: the store holding it."""
 
 
 def _utc_now() -> datetime:
@@ -154,7 +157,9 @@ class MemoryRuntimeStore:
                     events.append((event, decision.trace))
             db.runtimes.update(staged)
             for event, trace in events:
-                db.outbox[db.next_position] = _Outboxed(db.next_position, event, traceparent=trace)
+                db.outbox[db.next_position] = _Outboxed(
+                    db.next_position, event, traceparent=trace, group=self._writer.group
+                )
                 db.next_position += 1
             db.event_ids = event_ids
 
@@ -244,7 +249,9 @@ class MemoryRuntimeStore:
         return mine[::-1][:limit]
 
     async def fetch_unsent_events(self, limit: int) -> list[OutboxEvent]:
-        unsent = (o for o in self._db.outbox.values() if o.sent_at is None)
+        group = self._writer.group
+        unsent = (o for o in self._db.outbox.values()
+                  if o.sent_at is None and o.group in (None, group))
         return [OutboxEvent.of(o.position, o.event, o.traceparent)
                 for o in itertools.islice(unsent, limit)]
 
@@ -304,8 +311,16 @@ class MemoryRuntimeStore:
     async def ping(self) -> None:
         return None
 
+    async def lead_relay(self) -> bool:
+        holder = self._db.relay_leads.setdefault(self._writer.group, self)
+        return holder is self
+
+    async def release_relay(self) -> None:
+        if self._db.relay_leads.get(self._writer.group) is self:
+            del self._db.relay_leads[self._writer.group]
+
     async def close(self) -> None:
-        return None
+        await self.release_relay()
 
     async def heartbeat(
         self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = ""

@@ -177,10 +177,20 @@ class OutboxStore(Protocol):
     """What the outbox relay uses: committed events not yet published, and marking them sent."""
 
     async def fetch_unsent_events(self, limit: int) -> list[OutboxEvent]:
-        """Oldest unsent outbox events first."""
+        """Oldest unsent outbox events of the store's own group first (and those written
+        without a group)."""
         ...
 
     async def mark_events_sent(self, positions: Sequence[int]) -> None: ...
+
+    async def lead_relay(self) -> bool:
+        """Whether this store's relay is the one publishing its group's events now: one store
+        at a time per group holds the lease (kept while held, taken when free); never raises."""
+        ...
+
+    async def release_relay(self) -> None:
+        """Give the lease up, for another store of the group to take."""
+        ...
 
 
 class InspectionStore(Protocol):

@@ -1,6 +1,9 @@
 """The outbox relay: committed events go to ``meerkat.events`` at least once.
 
-Events are written by the same transaction as the state change they describe. The relay reads
+Events are written by the same transaction as the state change they describe, with the
+deployment (writer group) that wrote them. One relay per deployment publishes them: the one
+whose store holds the group's lease (:mod:`persistence.sql.relay_lease`); the others stand by
+and take over at their next pass once it is free. The relay reads
 unsent ones in order, publishes them a batch at a time, in one write, with publisher confirms
 (:mod:`worker.batch_publish`; routing key = event code, message id = event id, header
 ``x-runtime-id``), and marks them sent only after the broker confirmed the whole batch.
@@ -82,13 +85,20 @@ class OutboxRelay:
         """When the relay last finished a pass, published or not (its liveness)."""
         self.published = 0
         self.backlog = 0
+        self.leading: bool | None = None
+        """Whether this relay holds its group's lease (None: not asked yet)."""
 
     def notify(self) -> None:
         """A commit wrote events: publish them now rather than at the next poll."""
         self._wakeup.set()
 
     async def publish_pending(self) -> int:
-        """Publish every unsent event; returns how many were published."""
+        """Publish every unsent event of the group, if this relay holds the group's lease (one
+        relay per deployment publishes, the others stand by); returns how many it published."""
+        if not await self._lead():
+            self.backlog = 0
+            self._metrics.outbox_backlog.set(0)
+            return 0
         total = 0
         while True:
             pending = await self._store.fetch_unsent_events(self._batch_size)
@@ -116,6 +126,13 @@ class OutboxRelay:
             total += len(pending)
             self.published += len(pending)
             self._metrics.outbox_published.inc(len(pending))
+
+    async def _lead(self) -> bool:
+        leading = await self._store.lead_relay()
+        if leading is not self.leading:
+            log.info("outbox_relay_leading" if leading else "outbox_relay_standing_by")
+            self.leading = leading
+        return leading
 
     async def run(self) -> None:
         while not self._stopping:

@@ -147,9 +147,12 @@ def command_from_outcome(outcome: Mapping[str, Any]) -> CommandCompleted:
     return codec.decode_command(outcome)
 
 
-def event_to_row(event: EventEnvelope, now: datetime, traceparent: str | None = None) -> Values:
+def event_to_row(
+    event: EventEnvelope, now: datetime, traceparent: str | None = None,
+    writer_group: str | None = None,
+) -> Values:
     """An unsent ``event_outbox`` row written at ``now`` (the position is the database's), with
-    the trace context of the decision that made it."""
+    the trace context of the decision that made it and the deployment that wrote it."""
     return {
         "event_id": event.event_id,
         "runtime_id": event.runtime_id,
@@ -158,6 +161,7 @@ def event_to_row(event: EventEnvelope, now: datetime, traceparent: str | None = 
         "created_at": now,
         "sent_at": None,
         "traceparent": traceparent,
+        "writer_group": writer_group,
     }
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import URL, Text, cast, or_, select, text, union, update
+from sqlalchemy import URL, ColumnElement, Text, cast, or_, select, text, union, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from persistence.errors import UnsafeDatabase
@@ -27,6 +27,7 @@ from persistence.ports import OutboxEvent, StoredRuntime, Writer, receipts_named
 from persistence.sql.engine import database_url, make_engine
 from persistence.sql.history import SqlHistoryQueries
 from persistence.sql.membership import SqlMembership
+from persistence.sql.relay_lease import RelayLease
 from persistence.sql.retention import SqlRetention
 from persistence.sql.rows import (
     command_from_outcome,
@@ -77,6 +78,7 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
         super().__init__(engine, url)
         self._clock = clock
         self._writer = Writer(writer_id, writer_group)
+        self._relay_lease = RelayLease(engine, writer_group)
 
     @property
     def writer_id(self) -> str | None:
@@ -266,7 +268,7 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
                 select(t.position, t.event_id, t.runtime_id, t.code,
                        t.body["at"].as_string().label("at"), cast(t.body, Text).label("text"),
                        t.traceparent)
-                .where(t.sent_at.is_(None))
+                .where(t.sent_at.is_(None), _own_group(t.writer_group, self._writer.group))
                 .order_by(t.position)
                 .limit(limit)
             )
@@ -300,8 +302,22 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
         async with self._reading() as conn:
             await conn.execute(text("SELECT 1"))
 
+    async def lead_relay(self) -> bool:
+        return await self._relay_lease.hold()
+
+    async def release_relay(self) -> None:
+        await self._relay_lease.release()
+
     async def close(self) -> None:
+        await self._relay_lease.release()
         await self._engine.dispose()
+
+
+def _own_group(column: ColumnElement[str | None], group: str | None) -> ColumnElement[bool]:
+    """Rows of ``group``, and rows written without one (before groups were recorded)."""
+    if group is None:
+        return column.is_(None)
+    return or_(column.is_(None), column == group)
 
 
 async def open_store(

@@ -222,6 +222,8 @@ event_outbox = Table(
     # The W3C trace context of the decision that made the event, propagated when it is
     # published (the event's JSON does not carry it). Null when tracing was off.
     Column("traceparent", String(TRACEPARENT_LENGTH), nullable=True),
+    # The deployment (topology prefix) whose commit wrote the event: its relay publishes it.
+    Column("writer_group", String(200), nullable=True),
     UniqueConstraint("event_id"),
     Index(None, "runtime_id", "position"),
     Index(

@@ -81,9 +81,9 @@ async def apply_plan(
                 [command_to_row(runtime_id, command) for runtime_id, command in plan.commands],
             )
         if plan.events:
-            traces = plan.traces
+            traces, group = plan.traces, writer.group
             await conn.execute(insert(event_outbox), [
-                event_to_row(e, now, traces.get(e.event_id) if traces else None)
+                event_to_row(e, now, traces.get(e.event_id) if traces else None, group)
                 for e in plan.events
             ])
     except IntegrityError as exc:

@@ -53,6 +53,8 @@ STORE_METHODS = frozenset(
         "fetch_unsent_events",
         "prune",
         "mark_events_sent",
+        "lead_relay",
+        "release_relay",
         "referenced_blob_ids",
         "ping",
         "close",
@@ -194,6 +196,12 @@ class FaultyStore:
 
     async def mark_events_sent(self, positions: Sequence[int]) -> None:
         await self.plan.through("mark_events_sent", lambda: self.inner.mark_events_sent(positions))
+
+    async def lead_relay(self) -> bool:
+        return await self.plan.through("lead_relay", self.inner.lead_relay)
+
+    async def release_relay(self) -> None:
+        await self.plan.through("release_relay", self.inner.release_relay)
 
     async def referenced_blob_ids(self) -> set[str]:
         return await self.plan.through("referenced_blob_ids", self.inner.referenced_blob_ids)

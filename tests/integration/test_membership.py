@@ -163,3 +163,19 @@ async def test_a_worker_without_membership_consumes_every_shard(
     assert stack.worker.membership is None
     assert consumed_shards(stack) == frozenset(stack.topology.queue_names())
     assert await consumer_counts(stack.channel, stack.topology) == [1] * stack.topology.shards
+
+
+async def test_one_relay_of_the_two_publishes_each_event_once(
+    stack_factory: StackFactory, topology_factory: TopologyFactory
+) -> None:
+    first, second = await start_pair(stack_factory, topology_factory)
+    await membership_of(first).tick()  # both consume, both commit events
+    runtimes = [new_runtime_id() for _ in range(16)]
+    published = await publish_batch(first, runtimes, 0, len(runtimes) * 3)
+    for envelope in published:
+        await first.wait_for_event(consumed(envelope.input.header.id))
+    relays = [first.worker.outbox, second.worker.outbox]
+    leaders = [relay.leading for relay in relays if relay is not None]
+    assert sorted(leaders, key=bool) == [False, True], leaders
+    ids = [e.event_id for e in first.events if e.runtime_id in set(runtimes)]
+    assert len(ids) == len(set(ids)), "an event was published twice"

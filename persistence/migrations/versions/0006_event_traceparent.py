@@ -4,7 +4,7 @@ with tracing off, and for every event written before this revision.
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-12-15
+Create Date: 2026-12-01
 """
 
 from __future__ import annotations
