@@ -1,10 +1,11 @@
 """The README says what the command line and the settings model are: its command table names
 every command and every option of each, and nothing else; its settings table names every
-setting with its default, and nothing else."""
+setting with its default, and nothing else; its exit-code table names every exit code."""
 
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,18 @@ def test_the_settings_table_names_every_setting_with_its_default() -> None:
             assert cell == row.default, row.variable
         else:
             assert cell.startswith(f"`{row.default}`"), (row.variable, cell, row.default)
+
+
+def test_the_exit_code_table_names_every_exit_code_and_only_those() -> None:
+    from worker.cli import common
+
+    codes = {value for name, value in vars(common).items()
+             if name.startswith("EXIT_") and isinstance(value, int)}
+    # A second SIGINT or SIGTERM during the drain exits with 128 + the signal's number.
+    forced = {128 + signal.SIGINT, 128 + signal.SIGTERM}
+    documented: set[int] = set()
+    for cells in table_rows(section("Exit codes")):
+        if cells[0] == "code":
+            continue
+        documented |= {int(code) for code in re.findall(r"`(\d+)`", cells[0])}
+    assert documented == codes | forced
