@@ -183,7 +183,8 @@ class Worker:
                 heartbeat_seconds=settings.heartbeat_seconds, group=self.topology.prefix,
                 worker_id=self.worker_id, faults=faults,
             )
-            await self._bounded(self.membership.start(), "the database")
+            await self._bounded(self.membership.join(), "the database")
+            await self.membership.start()
         self.phase = "resuming work left behind"
         await self.resume_left_work()
         self._start_retention()

@@ -123,6 +123,7 @@ class Membership:
         self._clock = clock
         self._owned: frozenset[str] | None = None
         self.live: list[str] = []
+        self._joined: list[str] | None = None
         self.failures = 0
         """Heartbeats that failed (the assignment stayed as it was)."""
         self._stopping = asyncio.Event()
@@ -139,11 +140,17 @@ class Membership:
         Raises when the store or ``on_assignment`` fails; the assignment is then retried in
         full at the next tick (``on_assignment`` is given the whole target set each time).
         """
+        return await self._apply(await self._beat())
+
+    async def _beat(self) -> list[str]:
         await self._faults.reach("membership_tick")
         now = self._clock()
         live = await self._store.heartbeat(self.worker_id, now=now, ttl=self.ttl, group=self.group)
         self.last_heartbeat = now
         self.live = live
+        return live
+
+    async def _apply(self, live: list[str]) -> frozenset[str]:
         owned = frozenset(assignment(self._shards, live, self.worker_id))
         if owned != self._owned:
             log.info("shards_assigned", worker_id=self.worker_id, workers=len(live),
@@ -152,9 +159,17 @@ class Membership:
             self._owned = owned
         return owned
 
+    async def join(self) -> None:
+        """The first heartbeat alone (it raises when it fails): the part of start-up that waits
+        on the database, which a caller may bound; :meth:`start` then applies it."""
+        self._joined = await self._beat()
+
     async def start(self) -> frozenset[str]:
-        """The first heartbeat (it raises when it fails), then the loop in the background."""
-        owned = await self.tick()
+        """The first heartbeat (or the one of :meth:`join`) applied, then the loop in the
+        background. Applying it subscribes to the shards, whose deliveries then compete with
+        the rest of start-up: that part is not bounded by a dependency's timeout."""
+        joined, self._joined = self._joined, None
+        owned = await self._apply(joined if joined is not None else await self._beat())
         self._task = asyncio.get_running_loop().create_task(self.run(), name="membership")
         return owned
 

@@ -95,6 +95,7 @@ class FaultRun:
         self.hostile_ids: set[str] = set()
         self._dead_seen: set[str] = set()
         self._handled_exits: set[int] = set()
+        self._fault_fired = asyncio.Event()
         self._started = time.monotonic()
         self._supervisor: asyncio.Task[None] | None = None
         self._stream: asyncio.Task[None] | None = None
@@ -198,6 +199,7 @@ class FaultRun:
         point = worker.fault.split(":", 1)[0] if worker.fault else None
         if point is not None and worker.killed_by_sigkill and point in worker.fault_points_fired():
             self.outcome.faults_injected += 1
+            self._fault_fired.set()
             self.note(f"{worker.name} killed itself at {worker.fault}")
             self.start_worker()
             return
@@ -296,6 +298,14 @@ class FaultRun:
         return await self.wait(f"{count} messages published", self.published_at_least(count))
 
     # --- the verdict ----------------------------------------------------------------------
+
+    async def wait_fault_fired(self, seconds: float) -> None:
+        """Until a planned kill has fired (its worker seen dead at its point), or ``seconds``:
+        for a fault that does not follow the traffic (a handover comes with a heartbeat), so
+        that a stream finished first does not end the run before it. A fault that never fires
+        is then reported by :meth:`expect_fault_fired`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._fault_fired.wait(), seconds)
 
     def expect_fault_fired(self, worker: WorkerProcess) -> None:
         if self.outcome.faults_injected == 0:

@@ -48,6 +48,8 @@ INJECT_AFTER = MESSAGES // 3
 HANDOVER_SHARDS = 16
 """Rendezvous hashing gives a joining worker no shard of 4 one time in 16, and then nothing is
 handed over; of 16 shards, one time in 65,536."""
+HANDOVER_SECONDS = 30.0
+"""How long the leaving worker has to reach its next heartbeat, and so the handover."""
 OUTAGE_SECONDS = 4.0
 """How long a stopped dependency stays down: the length of the fault, not a wait for anything."""
 
@@ -110,6 +112,8 @@ async def test_worker_killed_during_handover(fault_run: RunFactory, run_number: 
         run.note("starting a second worker")
         joining = run.start_worker()
         await run.ready(joining)
+        # The first lets go at its next heartbeat, whether or not the stream is still going.
+        await run.wait_fault_fired(HANDOVER_SECONDS)
         await run.wait()
         run.expect_fault_fired(leaving)
         await run.conclude()
