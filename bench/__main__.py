@@ -1,152 +1,157 @@
-"""``python -m bench``: run the scenarios, print a row for each and the table, write the JSON.
+"""``python -m bench``: run the scenarios, print a line for each and the table, write the JSON.
 
-The method is described in the package docstring (``bench/__init__.py``). Exit code 0 when every
-selected scenario passed its checks, 1 when one failed (its row shows the error instead of a
-figure), 2 for a usage error.
+The method is described in the package docstring (``bench/__init__.py``), the command line in
+:mod:`bench.options`. The scenarios run in units: ``raw``, ``dramatiq``, then the worker's
+sessions (``accept``/``e2e``/``latency`` share one, ``hot``/``cold`` another; ``slow``,
+``memory`` and ``disk`` have one each), each with the ``--baseline`` build first when given. A
+unit's rows count only once all of its checks have passed; when one fails, every scenario of the
+unit is reported failed with the error. A scenario that cannot run here (``dramatiq`` without
+the ``bench`` extra) is skipped, which is not a failure. Exit code 0 when every scenario that
+ran passed, 1 when one failed, 2 for a usage error.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 
+from bench.dramatiq_scenario import missing, run_dramatiq
 from bench.errors import BenchFailure
+from bench.footprint import run_disk, run_memory
+from bench.hotcold import HotPlan, run_hot
+from bench.options import parse_args
 from bench.raw import run_raw
-from bench.report import Row, table, write_json
-from bench.scenarios import (
-    Spec,
-    accept_spec,
-    e2e_spec,
-    run_worker_scenario,
-    slow_spec,
-)
+from bench.report import ORDER, Row, ordered, table, write_json
+from bench.scenarios import EchoPlan, label, run_echo, run_slow
+from bench.session import Context, Templates
 from bench.workerproc import THIS_CHECKOUT, WorkerBuild
 
-SCENARIOS = ("raw", "accept", "e2e", "slow")
-FULL = {"inputs": 20_000, "runtimes": 200, "slow_runs": 2_000}
-QUICK = {"inputs": 300, "runtimes": 30, "slow_runs": 24}
+
+@dataclass(frozen=True)
+class Unit:
+    names: tuple[str, ...]
+    """The rows it reports."""
+    run: Callable[[], Awaitable[list[Row]]]
+    skip: str | None = None
+    """Why it cannot run here, if it cannot."""
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench",
-        description="Throughput of the worker, driven black box, against a raw consumer.",
-    )
-    parser.add_argument("--quick", action="store_true",
-                        help=f"small sizes ({QUICK['inputs']} inputs over {QUICK['runtimes']} "
-                             f"runtimes, {QUICK['slow_runs']} slow runs): about a minute")
-    parser.add_argument("--inputs", type=int,
-                        help=f"messages of raw, accept and e2e (default {FULL['inputs']})")
-    parser.add_argument("--runtimes", type=int,
-                        help=f"runtimes of accept and e2e (default {FULL['runtimes']})")
-    parser.add_argument("--slow-runs", type=int,
-                        help=f"prompts of slow, one runtime each (default {FULL['slow_runs']})")
-    parser.add_argument("--max-concurrent-runs", type=int,
-                        help="MEERKAT_MAX_CONCURRENT_RUNS for slow (default: the worker's own)")
-    parser.add_argument("--only", action="append", metavar="NAMES",
-                        help=f"comma-separated scenarios to run, of {', '.join(SCENARIOS)}")
-    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
-                        help="PostgreSQL server on which each scenario creates its own database")
-    parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/",
-                        help="RabbitMQ broker (the consistent-hash exchange plugin enabled)")
-    parser.add_argument("--json", type=Path, default=Path("bench-results.json"),
-                        help="where to write the figures (default bench-results.json)")
-    parser.add_argument("--logs", type=Path, default=Path("bench-logs"),
-                        help="where each worker scenario's log is kept (default bench-logs/)")
-    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
-                        help="also run each worker scenario with the worker of CHECKOUT (another "
-                             "checkout of the project, with its own .venv), just before this "
-                             "checkout's: before and after, side by side, in one run")
-    parser.add_argument("--stall-timeout", type=float, default=60.0,
-                        help="fail a wait whose count has not moved for this long (seconds)")
-    args = parser.parse_args(argv)
-    sizes = QUICK if args.quick else FULL
-    for name, default in sizes.items():
-        if getattr(args, name) is None:
-            setattr(args, name, default)
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    selected = [n.strip() for group in args.only or [",".join(SCENARIOS)]
-                for n in group.split(",") if n.strip()]
-    unknown = sorted(set(selected) - set(SCENARIOS))
-    if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from "
-                     f"{', '.join(SCENARIOS)}")
-    args.selected = [n for n in SCENARIOS if n in selected]
-    return args
+def plan(args: argparse.Namespace, context: Context) -> list[Unit]:
+    selected = set(args.selected)
+    builds = [THIS_CHECKOUT] if args.baseline is None else \
+        [WorkerBuild(args.baseline.resolve()), THIS_CHECKOUT]
+    units: list[Unit] = []
+    if "raw" in selected:
+        units.append(Unit(("raw",), lambda: _one(run_raw(
+            admin_url=args.database_url, amqp_url=args.amqp_url, inputs=args.inputs,
+            runtimes=args.runtimes, stall_seconds=args.stall_timeout))))
+    if "dramatiq" in selected:
+        units.append(Unit(("dramatiq",), lambda: _one(run_dramatiq(
+            context, inputs=args.inputs, runtimes=args.runtimes)), skip=missing()))
+    for build in builds:
+        units.extend(worker_units(args, context, build, selected))
+    # Every build's session of one kind side by side: before, then after.
+    return sorted(units, key=lambda unit: _rank(unit.names[0]))
 
 
-def plan(args: argparse.Namespace) -> list[tuple[str, Callable[[], Awaitable[Row]]]]:
-    def worker(spec: Spec, build: WorkerBuild = THIS_CHECKOUT) -> Callable[[], Awaitable[Row]]:
-        return lambda: run_worker_scenario(
-            spec, admin_url=args.database_url, amqp_url=args.amqp_url,
-            stall_seconds=args.stall_timeout, logs=args.logs, build=build,
-        )
+def worker_units(args: argparse.Namespace, context: Context, build: WorkerBuild,
+                 selected: set[str]) -> list[Unit]:
+    units = []
+    echo = [n for n in ("accept", "e2e", "latency") if n in selected]
+    if echo:
+        echo_plan = EchoPlan(
+            inputs=args.inputs, runtimes=args.runtimes, accept="accept" in selected,
+            e2e="e2e" in selected, latency_rate=args.latency_rate,
+            latency_requests=args.latency_requests if "latency" in selected else None)
+        units.append(Unit(_names(build, echo), lambda: run_echo(context, build, echo_plan)))
+    if "slow" in selected:
+        units.append(Unit(_names(build, ["slow"]), lambda: _one(run_slow(
+            context, build, args.slow_runs, args.max_concurrent_runs))))
+    hot = [n for n in ("hot", "cold") if n in selected]
+    if hot:
+        hot_plan = HotPlan(queued=args.hot_queued, inputs=args.hot_inputs, hot="hot" in hot,
+                           cold="cold" in hot)
+        units.append(Unit(_names(build, hot), lambda: run_hot(context, build, hot_plan)))
+    if "memory" in selected:
+        units.append(Unit(_names(build, ["memory"]), lambda: _one(run_memory(
+            context, build, args.memory_runtimes))))
+    if "disk" in selected:
+        units.append(Unit(_names(build, ["disk"]), lambda: _one(run_disk(
+            context, build, args.inputs, args.runtimes))))
+    return units
 
-    def raw() -> Awaitable[Row]:
-        return run_raw(admin_url=args.database_url, amqp_url=args.amqp_url, inputs=args.inputs,
-                       runtimes=args.runtimes, stall_seconds=args.stall_timeout)
 
-    specs = {
-        "accept": accept_spec(args.inputs, args.runtimes),
-        "e2e": e2e_spec(args.inputs, args.runtimes),
-        "slow": slow_spec(args.slow_runs, args.max_concurrent_runs),
-    }
-    steps: list[tuple[str, Callable[[], Awaitable[Row]]]] = []
-    for name in args.selected:
-        if name == "raw":
-            steps.append((name, raw))
-            continue
-        if args.baseline is not None:
-            before = WorkerBuild(args.baseline.resolve())
-            steps.append((f"{name}@{before.label}", worker(specs[name], before)))
-        steps.append((name, worker(specs[name])))
-    return steps
+def _names(build: WorkerBuild, names: Sequence[str]) -> tuple[str, ...]:
+    return tuple(label(build, n) for n in names)
 
 
-def notes(row: Row) -> str:
-    """The worker's log summary and outbox backlog, for a worker scenario's line."""
-    log = row.details.get("worker_log")
-    if log is None:
-        return ""
-    unsent = row.details.get("events_unsent_after_stop")
-    return f"  [worker log: {log}; events unsent at stop: {unsent} of {row.details['events']}]"
+def _rank(name: str) -> int:
+    return ORDER.index(name.partition("@")[0])
+
+
+async def _one(row: Awaitable[Row]) -> list[Row]:
+    return [await row]
 
 
 async def run(args: argparse.Namespace) -> int:
     rows: list[Row] = []
     failures: dict[str, str] = {}
+    skipped: dict[str, str] = {}
     begun = time.monotonic()
-    print(f"inputs {args.inputs} over {args.runtimes} runtimes, slow runs {args.slow_runs}; "
-          f"scenarios: {', '.join(args.selected)}", flush=True)
-    for name, step in plan(args):
-        started = time.monotonic()
-        try:
-            row = await step()
-        except BenchFailure as exc:
-            failures[name] = str(exc)
-            print(f"{name:<7} error: {exc} ({time.monotonic() - started:.1f}s)",
-                  file=sys.stderr, flush=True)
-            continue
-        row.details["wall_seconds"] = round(time.monotonic() - started, 1)
-        rows.append(row)
-        print(f"{row.line()}{notes(row)}  ({row.details['wall_seconds']}s)", flush=True)
+    load = os.getloadavg()
+    print(f"inputs {args.inputs} over {args.runtimes} runtimes; scenarios: "
+          f"{', '.join(args.selected)}"
+          + (f" (also {'; '.join(args.implied)})" if args.implied else ""), flush=True)
+    templates = Templates(args.database_url)
+    context = Context(args.database_url, args.amqp_url, args.stall_timeout, args.logs,
+                      templates)
+    try:
+        for unit in plan(args, context):
+            names = ", ".join(unit.names)
+            if unit.skip is not None:
+                for name in unit.names:
+                    skipped[name] = unit.skip
+                print(f"{names:<9} skipped: {unit.skip}", flush=True)
+                continue
+            started = time.monotonic()
+            try:
+                found = await unit.run()
+            except BenchFailure as exc:
+                for name in unit.names:
+                    failures[name] = str(exc)
+                print(f"{names} error: {exc} ({time.monotonic() - started:.1f}s)",
+                      file=sys.stderr, flush=True)
+                continue
+            wall = round(time.monotonic() - started, 1)
+            for row in found:
+                row.details["wall_seconds"] = wall
+                rows.append(row)
+                print(row.line(), flush=True)
+            print(f"{'':<9} {names}: {wall}s in all", flush=True)
+    finally:
+        await templates.drop()
     print()
     if rows:
-        print(table(rows))
+        print(table(ordered(rows)))
     for name, error in failures.items():
         print(f"{name}: FAILED: {error}")
+    for name, reason in skipped.items():
+        print(f"{name}: skipped: {reason}")
     total = time.monotonic() - begun
-    print(f"\n{len(rows)} passed, {len(failures)} failed, {total:.0f}s in all; "
-          f"figures in {args.json}")
+    print(f"\n{len(rows)} passed, {len(failures)} failed, {len(skipped)} skipped, "
+          f"{total:.0f}s in all; figures in {args.json}")
     write_json(args.json, rows, {
-        "inputs": args.inputs, "runtimes": args.runtimes, "slow_runs": args.slow_runs,
-        "max_concurrent_runs": args.max_concurrent_runs, "quick": args.quick,
-        "failures": failures, "total_seconds": round(total, 1),
+        **{name: getattr(args, name) for name in (
+            "inputs", "runtimes", "slow_runs", "latency_requests", "latency_rate",
+            "hot_queued", "hot_inputs", "memory_runtimes", "max_concurrent_runs", "quick")},
+        "selected": args.selected, "failures": failures, "skipped": skipped,
+        "total_seconds": round(total, 1),
+        "machine": {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in load]},
     })
     return 1 if failures else 0
 

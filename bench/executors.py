@@ -1,10 +1,14 @@
-"""A slow run executor for the ``slow`` benchmark scenario.
+"""Run executors of the benchmark scenarios.
 
-``MEERKAT_EXECUTOR=bench.executors:sleep_one_second``.
+``MEERKAT_EXECUTOR=bench.executors:sleep_one_second`` (``slow``) waits :data:`LATENCY_SECONDS`,
+then answers as the echo executor does in shape: the previous transcript followed by one entry
+per input, ``message_count`` its length, the input ids as output.
 
-It waits :data:`LATENCY_SECONDS`, then answers as the echo executor does in shape: the previous
-transcript followed by one entry per input, ``message_count`` its length, the input ids as
-output. Only the public executor API (``RunRequest``, ``RunResult``) is used.
+``MEERKAT_EXECUTOR=bench.executors:hold`` (``hot`` and ``cold``) never answers: it waits until
+the worker cancels it (at shutdown, after its grace). The first run of a runtime then lasts as
+long as the worker, and every input after the first stays queued behind it.
+
+Only the public executor API (``RunRequest``, ``RunResult``) is used.
 """
 
 from __future__ import annotations
@@ -32,3 +36,8 @@ async def sleep_one_second(run: RunRequest) -> RunResult:
         message_count=len(transcript),
         output={"inputs": [entry["input_id"] for entry in entries]},
     )
+
+
+async def hold(run: RunRequest) -> RunResult:
+    await asyncio.Event().wait()  # until cancelled: nothing ever sets it
+    raise AssertionError("unreachable")

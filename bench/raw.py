@@ -144,6 +144,6 @@ async def run_raw(
     seconds = finished - started
     return Row(
         scenario="raw", description="raw consumer (aio-pika + asyncpg)",
-        count=len(messages), seconds=seconds, rate=len(messages) / seconds, unit="msg/s",
+        count=len(messages), seconds=seconds, value=len(messages) / seconds, unit="msg/s",
         details={"batch": BATCH, "window_ms": WINDOW_SECONDS * 1000, "prefetch": PREFETCH},
     )

@@ -1,9 +1,10 @@
 """The services a scenario uses: a fresh database, a private topology prefix, condition waits.
 
-``fresh_database`` creates ``bench_<hex>`` on the server of the admin URL and drops it (``WITH
-(FORCE)``) afterwards. ``Prefix`` names the exchanges and queues of the README's topology under
-one prefix and deletes them afterwards. ``wait_for_count`` polls a count until it reaches its
-target and fails, naming what it awaited, when the count stops moving.
+``fresh_database`` creates ``bench_<hex>`` on the server of the admin URL (empty, or a copy of a
+template database) and drops it (``WITH (FORCE)``) afterwards. ``Prefix`` names the exchanges
+and queues of the README's topology under one prefix and deletes them afterwards.
+``wait_for_count`` polls a count until it reaches its target (rising, or falling to it) and
+fails, naming what it awaited, when the count stops moving.
 """
 
 from __future__ import annotations
@@ -40,16 +41,39 @@ def asyncpg_url(url: str) -> str:
     return with_scheme(url, "postgresql")
 
 
-@contextlib.asynccontextmanager
-async def fresh_database(admin_url: str) -> AsyncIterator[str]:
-    """A new, empty database on the admin URL's server; yields its asyncpg URL."""
-    name = f"bench_{uuid4().hex[:12]}"
+TEMPLATE_ATTEMPTS = 20
+"""Tries at copying a template that another session (autovacuum, say) is still connected to."""
+
+
+async def connect_admin(admin_url: str) -> asyncpg.Connection:
     try:
-        admin = await asyncpg.connect(asyncpg_url(admin_url))
+        return await asyncpg.connect(asyncpg_url(admin_url))
     except (OSError, asyncpg.PostgresError) as exc:
         raise BenchFailure(f"cannot reach PostgreSQL at {admin_url}: {exc}") from exc
+
+
+async def create_database(admin: asyncpg.Connection, name: str, template: str | None) -> None:
+    """``CREATE DATABASE``, as a copy of ``template`` when given. PostgreSQL refuses to copy a
+    database while anyone is connected to it; that is tried again, a few times."""
+    statement = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+    for attempt in range(TEMPLATE_ATTEMPTS):
+        try:
+            await admin.execute(statement)
+            return
+        except asyncpg.ObjectInUseError:
+            if attempt == TEMPLATE_ATTEMPTS - 1:
+                raise BenchFailure(f"template database {template} stayed in use") from None
+            await asyncio.sleep(POLL_SECONDS)  # the other session's disconnect is not signalled
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(admin_url: str, template: str | None = None) -> AsyncIterator[str]:
+    """A new database on the admin URL's server, empty or a copy of ``template``; yields its
+    asyncpg URL."""
+    name = f"bench_{uuid4().hex[:12]}"
+    admin = await connect_admin(admin_url)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await create_database(admin, name, template)
         try:
             yield with_database(asyncpg_url(admin_url), name)
         finally:
@@ -118,8 +142,9 @@ async def bind_event_sink(connection: AbstractRobustConnection, prefix: Prefix) 
 
 
 async def queue_depths(connection: AbstractRobustConnection, names: list[str]) -> dict[str, int]:
-    """Ready messages per queue, by passive declare (unacked deliveries are not counted: they
-    are counted again once their consumer's channel has closed). A missing queue fails."""
+    """Messages per queue, by passive declare (RabbitMQ's count for a quorum queue includes
+    deliveries not yet acked; the checks read it once the consumer has gone, when every unacked
+    delivery is back in its queue). A missing queue fails."""
     depths: dict[str, int] = {}
     channel = await connection.channel()
     try:
@@ -160,11 +185,12 @@ async def wait_for_count(
     *,
     stall_seconds: float,
     alive: Callable[[], None] = lambda: None,
+    falling: bool = False,
 ) -> float:
     """Poll ``count`` until it reaches ``target``; returns the monotonic time it was seen there.
 
-    Fails when the count has not changed for ``stall_seconds``, when it overshoots the target,
-    or when ``alive`` raises (the worker process has exited).
+    Fails when the count has not changed for ``stall_seconds``, when it passes the target (above
+    it, or below it when ``falling``), or when ``alive`` raises (the worker process has exited).
     """
     last = -1
     moved = time.monotonic()
@@ -174,13 +200,14 @@ async def wait_for_count(
         now = time.monotonic()
         if value == target:
             return now
-        if value > target:
-            raise BenchFailure(f"{what}: {value}, more than the {target} expected")
+        if (value < target) if falling else (value > target):
+            side = "fewer" if falling else "more"
+            raise BenchFailure(f"{what}: {value}, {side} than the {target} expected")
         if value != last:
             last, moved = value, now
         elif now - moved > stall_seconds:
             raise BenchFailure(
-                f"timed out waiting for {what}: {value} of {target}, "
+                f"timed out waiting for {what}: {value}, not {target}, "
                 f"no progress for {stall_seconds:g}s"
             )
         await asyncio.sleep(POLL_SECONDS)

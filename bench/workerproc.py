@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from bench.errors import BenchFailure
@@ -128,6 +129,26 @@ def summarise_log(path: Path, keep: int = 5) -> LogSummary:
     return summary
 
 
+def event_time(path: Path, event: str, offset: int = 0) -> float | None:
+    """The wall-clock time (``time.time()`` scale) of the first JSON log record named ``event``
+    from byte ``offset`` of the log on, or ``None`` when there is none."""
+    if not path.exists():
+        return None
+    with path.open("rb") as log:
+        log.seek(offset)
+        for raw in log:
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") == event:
+                stamp = record.get("timestamp")
+                if isinstance(stamp, str):
+                    with contextlib.suppress(ValueError):
+                        return datetime.fromisoformat(stamp).timestamp()
+    return None
+
+
 class WorkerProcess:
     """One ``meerkat-worker run``; ``stop`` sends SIGTERM and waits for the exit code."""
 
@@ -147,6 +168,12 @@ class WorkerProcess:
                 stdout=log, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise BenchFailure("the worker was never started")
+        return self._process.pid
 
     def check_alive(self) -> None:
         """Raises when the worker has exited on its own."""

@@ -48,10 +48,13 @@ class Message:
     """One published prompt: what the checks compare the store with."""
 
     index: int
+    """Its place in publish order; per runtime, admission order must be this order."""
     runtime_id: str
     input_id: uuid.UUID
     body: bytes
     has_image: bool
+    envelope: InputEnvelope
+    """What ``body`` encodes, for the producer client (which serialises it again)."""
 
 
 def png(seed: int, side: int = 12) -> bytes:
@@ -76,7 +79,9 @@ def png(seed: int, side: int = 12) -> bytes:
     )
 
 
-def _envelope(runtime_id: str, input_id: uuid.UUID, text: str, image: bytes | None) -> bytes:
+def _envelope(
+    runtime_id: str, input_id: uuid.UUID, text: str, image: bytes | None
+) -> InputEnvelope:
     content: list[TextBlock | InlineImageBlock] = [TextBlock(text=text)]
     if image is not None:
         content.append(
@@ -90,30 +95,40 @@ def _envelope(runtime_id: str, input_id: uuid.UUID, text: str, image: bytes | No
         source=OperatorSource(),
         durability=Durability.DURABLE,
     )
-    envelope = InputEnvelope(
+    return InputEnvelope(
         runtime_id=runtime_id, input=PromptInput(header=header, content=list(content))
     )
+
+
+def _encoded(envelope: InputEnvelope) -> bytes:
     return envelope.model_dump_json().encode("utf-8")
 
 
+def prompt(runtime_id: str, index: int, *, images: bool = True) -> Message:
+    """Prompt number ``index`` for ``runtime_id``: its text padded so that the body without
+    an image is :data:`TARGET_BYTES` long, an inline PNG when ``index`` is a multiple of
+    :data:`IMAGE_EVERY`."""
+    input_id = uuid7()
+    text = f"prompt {index} "
+    bare = _encoded(_envelope(runtime_id, input_id, text, None))
+    text += "x" * max(0, TARGET_BYTES - len(bare))
+    image = png(index) if images and index % IMAGE_EVERY == 0 else None
+    envelope = _envelope(runtime_id, input_id, text, image)
+    return Message(index, runtime_id, input_id, _encoded(envelope), image is not None, envelope)
+
+
+def runtime_ids(runtimes: int) -> list[str]:
+    """``runtimes`` fresh runtime ids (no other call gives the same)."""
+    tag = uuid.uuid4().hex[:12]
+    return [f"rt:bench:{tag}:{k}" for k in range(runtimes)]
+
+
 def prompts(inputs: int, runtimes: int, *, images: bool = True) -> list[Message]:
-    """``inputs`` prompts spread round-robin over ``runtimes`` fresh runtime ids; the text is
-    padded so that a body without an image is :data:`TARGET_BYTES` long."""
+    """``inputs`` prompts spread round-robin over ``runtimes`` fresh runtime ids."""
     if inputs < 1 or runtimes < 1:
         raise ValueError("need at least one input and one runtime")
-    tag = uuid.uuid4().hex[:12]
-    ids = [f"rt:bench:{tag}:{k}" for k in range(runtimes)]
-    messages: list[Message] = []
-    for index in range(inputs):
-        runtime_id = ids[index % runtimes]
-        input_id = uuid7()
-        text = f"prompt {index} "
-        bare = _envelope(runtime_id, input_id, text, None)
-        text += "x" * max(0, TARGET_BYTES - len(bare))
-        image = png(index) if images and index % IMAGE_EVERY == 0 else None
-        body = _envelope(runtime_id, input_id, text, image)
-        messages.append(Message(index, runtime_id, input_id, body, image is not None))
-    return messages
+    ids = runtime_ids(runtimes)
+    return [prompt(ids[index % runtimes], index, images=images) for index in range(inputs)]
 
 
 def amqp_message(message: Message) -> aio_pika.Message:
