@@ -3,9 +3,8 @@
 Runtime state (:class:`RuntimeStateStore`), the outbox (:class:`OutboxStore`), inspection
 (:class:`InspectionStore`), membership (:class:`MembershipStore`), retention
 (:class:`RetentionStore`) and the history checker's reads (:class:`HistoryReader`) are kept
-apart so that each caller names only what it uses; :class:`RuntimeStore` is all of the first
-five together, what
-:func:`persistence.factory.open_runtime_store` returns. Blob storage is :class:`BlobStore`.
+apart so that each caller names only what it uses; :class:`RuntimeStore` is the first five,
+as :func:`persistence.factory.open_runtime_store` returns it. Blobs: :class:`BlobStore`.
 
 Every implementation (in-memory, SQLite, PostgreSQL; memory, filesystem, S3) passes the same
 contract suite under ``tests/contract``.
@@ -14,7 +13,7 @@ contract suite under ``tests/contract``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Container, Iterable, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -207,6 +206,18 @@ class InspectionStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class MemberRow:
+    """A worker's heartbeat row: last seen, version, the shards it consumed then, and whether
+    it is leaving (draining: its shards go to others, but its work is not taken over)."""
+
+    worker_id: str
+    last_seen: datetime
+    version: str = ""
+    shards: tuple[str, ...] = ()
+    leaving: bool = False
+
+
 class MembershipStore(Protocol):
     """What worker membership uses: the heartbeat rows of the live workers."""
 
@@ -218,9 +229,29 @@ class MembershipStore(Protocol):
         (``worker_id`` among them). One transaction."""
         ...
 
-    async def leave(self, worker_id: str) -> None:
-        """Delete the worker's heartbeat row (idempotent)."""
+    async def heartbeat_members(
+        self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = "",
+        version: str = "", shards: Sequence[str] = (), announce: bool = False,
+    ) -> list[MemberRow]:
+        """:meth:`heartbeat` recording ``version`` and ``shards``, returning the live rows by
+        id; :meth:`watch` ers are told when ``announce`` is set or a stale row went."""
         ...
+
+    async def members(self, group: str = "", *, now: datetime, ttl: timedelta
+                      ) -> list[MemberRow]:
+        """The rows of ``group`` seen at ``now - ttl`` or later, sorted by id; writes nothing."""
+
+    async def set_leaving(self, worker_id: str) -> None:
+        """Mark the worker's row as leaving and tell the watchers of its group (idempotent)."""
+
+    async def leave(self, worker_id: str) -> None:
+        """Delete the worker's heartbeat row and tell the watchers of its group (idempotent)."""
+
+    async def watch(self, group: str, on_change: Callable[[], None]) -> bool:
+        """Call ``on_change`` whenever the membership of ``group`` may have changed, until
+        cancelled. Returns False at once when the store cannot notify (then poll); raises a
+        ``StoreError`` when the notification channel is lost (watch again later)."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

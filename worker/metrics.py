@@ -73,6 +73,12 @@ class Metrics:
             ["error"],
             registry=r,
         )
+        self.version_conflicts = Counter(
+            f"{PREFIX}_version_conflicts",
+            "Group commits that failed because another worker had moved a runtime's version "
+            "(a hand-over; retried on a fresh load).",
+            registry=r,
+        )
         self.commit_batch_size = Histogram(
             f"{PREFIX}_commit_batch_size",
             "Deliveries decided in one group commit.",

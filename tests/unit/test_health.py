@@ -227,6 +227,7 @@ def test_every_named_metric_is_exported() -> None:
         "meerkat_replies_refused",
         "meerkat_commits",
         "meerkat_commit_failures",
+        "meerkat_version_conflicts",
         "meerkat_commit_batch_size",
         "meerkat_commit_seconds",
         "meerkat_runs_started",

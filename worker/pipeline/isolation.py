@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from persistence.errors import StoreError
+from persistence.errors import StoreError, VersionConflict
 from worker.metrics import Metrics
 from worker.pipeline.decide import Window
 from worker.pipeline.inbox import Delivery, Inbox, Item
@@ -55,11 +55,16 @@ class Isolation:
         """Set when a window failed because a dependency is away: wait before the next one."""
 
     def failed(
-        self, window: Window, exc: BaseException, dependents: list[Window]
+        self, window: Window, exc: BaseException, dependents: list[Window],
+        behind: Sequence[Window] = (),
     ) -> list[tuple[Delivery, Settlement]]:
-        """Carry out the failure rows for ``window``; returns the dead letters to settle."""
+        """Carry out the failure rows for ``window``; returns the dead letters to settle.
+        ``dependents`` are aborted; the items of both and of ``behind`` (a window still being
+        decided, which its caller discards) go back behind the failed window's own."""
         log.warning("commit_failed", size=len(window.items), error=repr(exc))
         self._metrics.commit_failures.labels(error=type(exc).__name__).inc()
+        if isinstance(exc, VersionConflict):
+            self._metrics.version_conflicts.inc()
         alone = len(window.items) == 1
         if isinstance(exc, StoreError) and not is_outage(exc) and alone:
             runtime_id = window.items[0].runtime_id
@@ -104,6 +109,8 @@ class Isolation:
         for dependent in dependents:
             dependent.transaction.abort()
             again.extend(dependent.items)
+        for later in behind:
+            again.extend(later.items)
         self._inbox.put_back(again)
         return dead
 
