@@ -5,6 +5,9 @@
 #                                    installs the Node contract tools first)
 #   bash ops/test.sh --unit          only the `unit` tier: needs no service
 #   bash ops/test.sh -k config -x    extra arguments go to pytest
+#   bash ops/test.sh -m faults       the fault suite, with the scale and cluster tests (`scale`,
+#                                    also marked `faults`); `-m scale` runs only those. The full
+#                                    run (no -m) includes all of them, as .ci/run does.
 #
 # A virtualenv is created in .venv on first use and refreshed when pyproject.toml changes.
 set -euo pipefail

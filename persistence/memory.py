@@ -17,11 +17,12 @@ import copy
 import itertools
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from uuid import UUID
 
 from persistence.codec import blob_ids_of, to_utc
 from persistence.errors import DuplicateRow, ReceiptConflict, StoreError, VersionConflict
+from persistence.memory_membership import MemberTable, MemoryMembership
 from persistence.ports import (
     ANONYMOUS,
     PRUNE_BATCH,
@@ -80,8 +81,8 @@ class MemoryDatabase:
     outbox: dict[int, _Outboxed] = field(default_factory=dict)
     event_ids: set[UUID] = field(default_factory=set)
     next_position: int = 1
-    workers: dict[str, tuple[str, datetime]] = field(default_factory=dict)
-    """Heartbeat rows: worker id → (group, last seen)."""
+    members: MemberTable = field(default_factory=MemberTable)
+    """Heartbeat rows and the watchers of each group."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held by a commit, which is one transaction."""
     relay_leads: dict[str | None, object] = field(default_factory=dict)
@@ -92,7 +93,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class MemoryRuntimeStore:
+class MemoryRuntimeStore(MemoryMembership):
     """``RuntimeStore`` over ``database`` (a fresh one by default), recording ``writer_id`` on
     the runtime rows it writes."""
 
@@ -112,6 +113,10 @@ class MemoryRuntimeStore:
     def database(self) -> MemoryDatabase:
         """The tables, to open another store on (as another writer)."""
         return self._db
+
+    @property
+    def _members(self) -> MemberTable:
+        return self._db.members
 
     @property
     def writer_id(self) -> str | None:
@@ -321,20 +326,6 @@ class MemoryRuntimeStore:
 
     async def close(self) -> None:
         await self.release_relay()
-
-    async def heartbeat(
-        self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = ""
-    ) -> list[str]:
-        rows = self._db.workers
-        cutoff = to_utc(now) - ttl
-        stale = [w for w, (g, seen) in rows.items() if g == group and seen < cutoff]
-        for worker in stale:
-            del rows[worker]
-        rows[worker_id] = (group, to_utc(now))
-        return sorted(w for w, (g, _) in rows.items() if g == group)
-
-    async def leave(self, worker_id: str) -> None:
-        self._db.workers.pop(worker_id, None)
 
 
 def _prune_runtime(stored: _Stored, before: datetime) -> PruneReport:

@@ -3,9 +3,8 @@
 Runtime state (:class:`RuntimeStateStore`), the outbox (:class:`OutboxStore`), inspection
 (:class:`InspectionStore`), membership (:class:`MembershipStore`), retention
 (:class:`RetentionStore`) and the history checker's reads (:class:`HistoryReader`) are kept
-apart so that each caller names only what it uses; :class:`RuntimeStore` is all of the first
-five together, what
-:func:`persistence.factory.open_runtime_store` returns. Blob storage is :class:`BlobStore`.
+apart so that each caller names only what it uses; :class:`RuntimeStore` is the first five,
+as :func:`persistence.factory.open_runtime_store` returns it. Blobs: :class:`BlobStore`.
 
 Every implementation (in-memory, SQLite, PostgreSQL; memory, filesystem, S3) passes the same
 contract suite under ``tests/contract``.
@@ -13,13 +12,14 @@ contract suite under ``tests/contract``.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Collection, Container, Iterable, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
+from persistence.outbox_port import OutboxEvent as OutboxEvent
+from persistence.outbox_port import OutboxStore as OutboxStore
 from schemas import CommandCompleted, EventEnvelope, InputPhase
 from worker.core.model import BoundaryReceipt, Decision, InputRecord, RuntimeRow, SessionSnapshot
 
@@ -82,31 +82,6 @@ class StoredRuntime:
         named = receipts_named_by(loaded)
         return cls(row, loaded, frozenset(key for key in named if key in stored_receipts),
                    last_writer)
-
-
-@dataclass(frozen=True)
-class OutboxEvent:
-    """An unsent event as the relay publishes it: its JSON as stored, and the fields its AMQP
-    properties need, read without parsing the body (:attr:`event` parses it, on demand)."""
-
-    position: int
-    event_id: UUID
-    runtime_id: str
-    code: str
-    at: datetime
-    body: bytes
-    traceparent: str | None = None
-    """The W3C trace context the event was committed under (:attr:`Decision.trace`)."""
-
-    @classmethod
-    def of(cls, position: int, event: EventEnvelope,
-           traceparent: str | None = None) -> OutboxEvent:
-        return cls(position, event.event_id, event.runtime_id, event.code.value, event.at,
-                   event.model_dump_json().encode(), traceparent)
-
-    @functools.cached_property
-    def event(self) -> EventEnvelope:
-        return EventEnvelope.model_validate_json(self.body)
 
 
 @dataclass(frozen=True)
@@ -173,26 +148,6 @@ class RuntimeStateStore(Protocol):
         ...
 
 
-class OutboxStore(Protocol):
-    """What the outbox relay uses: committed events not yet published, and marking them sent."""
-
-    async def fetch_unsent_events(self, limit: int) -> list[OutboxEvent]:
-        """Oldest unsent outbox events of the store's own group first (and those written
-        without a group)."""
-        ...
-
-    async def mark_events_sent(self, positions: Sequence[int]) -> None: ...
-
-    async def lead_relay(self) -> bool:
-        """Whether this store's relay is the one publishing its group's events now: one store
-        at a time per group holds the lease (kept while held, taken when free); never raises."""
-        ...
-
-    async def release_relay(self) -> None:
-        """Give the lease up, for another store of the group to take."""
-        ...
-
-
 class InspectionStore(Protocol):
     """Read-only queries for operators (``inspect``, ``blobs gc``) and tests: never on the
     worker's path.
@@ -220,6 +175,18 @@ class InspectionStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class MemberRow:
+    """A worker's heartbeat row: last seen, version, the shards it consumed then, and whether
+    it is leaving (draining: its shards go to others, but its work is not taken over)."""
+
+    worker_id: str
+    last_seen: datetime
+    version: str = ""
+    shards: tuple[str, ...] = ()
+    leaving: bool = False
+
+
 class MembershipStore(Protocol):
     """What worker membership uses: the heartbeat rows of the live workers."""
 
@@ -231,9 +198,29 @@ class MembershipStore(Protocol):
         (``worker_id`` among them). One transaction."""
         ...
 
-    async def leave(self, worker_id: str) -> None:
-        """Delete the worker's heartbeat row (idempotent)."""
+    async def heartbeat_members(
+        self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = "",
+        version: str = "", shards: Sequence[str] = (), announce: bool = False,
+    ) -> list[MemberRow]:
+        """:meth:`heartbeat` recording ``version`` and ``shards``, returning the live rows by
+        id; :meth:`watch` ers are told when ``announce`` is set or a stale row went."""
         ...
+
+    async def members(self, group: str = "", *, now: datetime, ttl: timedelta
+                      ) -> list[MemberRow]:
+        """The rows of ``group`` seen at ``now - ttl`` or later, sorted by id; writes nothing."""
+
+    async def set_leaving(self, worker_id: str) -> None:
+        """Mark the worker's row as leaving and tell the watchers of its group (idempotent)."""
+
+    async def leave(self, worker_id: str) -> None:
+        """Delete the worker's heartbeat row and tell the watchers of its group (idempotent)."""
+
+    async def watch(self, group: str, on_change: Callable[[], None]) -> bool:
+        """Call ``on_change`` whenever the membership of ``group`` may have changed, until
+        cancelled. Returns False at once when the store cannot notify (then poll); raises a
+        ``StoreError`` when the notification channel is lost (watch again later)."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ anything is consumed), then membership. Each first contact with a dependency is 
 had started, as a drain would, so a membership row it wrote is deleted at once.
 
 Shutdown order matters: the heartbeat loop ends first, so no shard is taken on while stopping;
+the membership row is marked leaving, so the others subscribe to its shards at once (standbys);
 then every shard is released (the committer finishes the commits it has under way and acks
 them, then the shard's channel is closed, which returns everything else to the queue, in
-order); the worker leaves the membership so the others take its shards at once; running
+order, and the broker makes the standby active); the row is deleted; running
 executors get the grace period to reach a checkpoint (or are abandoned to recovery); the outbox
 is flushed; then the tasks are cancelled and the connections closed. :meth:`Worker.drain_state`
 says what the step under way waits for. Signals and exit codes are :mod:`worker.lifecycle`'s.
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -46,7 +47,7 @@ from worker.consumer import ShardConsumers
 from worker.driver import RuntimeDriver
 from worker.faults import FaultPlan
 from worker.health import HealthServer, ReadinessError
-from worker.membership import Membership, new_worker_id
+from worker.membership import MISSED_HEARTBEATS, Membership, new_worker_id
 from worker.metrics import Metrics
 from worker.outbox import OutboxRelay
 from worker.pipeline.authz import Access, command_users
@@ -164,14 +165,15 @@ class Worker:
                                 max_concurrent=settings.max_concurrent_runs,
                                 executor_timeout=settings.executor_timeout_seconds,
                                 metrics=self.metrics, faults=faults)
-        self.left_work = LeftWork(self.store, self.driver, self.run_loop,
+        self.left_work = LeftWork(self.store, self.driver, self.run_loop, me=self.worker_id,
                                   group=self.topology.prefix, live_peers=self._live_peers,
-                                  every=settings.heartbeat_seconds)
+                                  every=settings.heartbeat_seconds * MISSED_HEARTBEATS)
         shards = self.topology.queue_names()
         self.consumers = ShardConsumers(
             self.broker, self.committer, [] if settings.membership else shards,
             prefetch=settings.prefetch, release_timeout=settings.shutdown_grace_seconds,
-            watchdog=self.watchdog, faults=faults,
+            watchdog=self.watchdog, faults=faults, runtimes=self.driver,
+            handover_wait=self._handover_wait,
         )
         self.metrics.refreshers.append(self._refresh_gauges)
         self._supervise(first_link)
@@ -238,8 +240,7 @@ class Worker:
             self.supervisor.spawn("sweep", self.left_work.sweep)
 
     def _start_retention(self) -> None:
-        """The pruner and the dead queue's gauge, once the broker link is up (its first pass
-        measures the dead queue at once)."""
+        """The pruner and the dead queue's gauge (measured at once), the broker link up."""
         assert self.store is not None
         assert self.broker is not None
         assert self.supervisor is not None
@@ -308,10 +309,12 @@ class Worker:
             raise ReadinessError("waiting for the database or blob store to come back")
 
     async def resume_left_work(self) -> int:
-        """Take on the work left behind by workers no longer live (:mod:`worker.resume`);
-        returns how many runtimes were taken on."""
+        """Take on work left by workers no longer live (:mod:`worker.resume`); how many."""
         assert self.left_work is not None
         return await self.left_work.resume()
+
+    def _handover_wait(self) -> float:
+        return self.membership.handover_wait() if self.membership is not None else 0.0
 
     def _live_peers(self) -> set[str]:
         if self.membership is None:
@@ -354,13 +357,16 @@ class Worker:
         if self.membership is not None:
             self.stage = "the heartbeat loop to end"
             await self.membership.stop(grace)
+            self.stage = "the membership row's mark as leaving"
+            await self._leave(self.membership.set_leaving)
         if self.consumers is not None:
             self.stage = "the commits under way on each shard, then the shards' release"
             await self.consumers.stop()
         if self.committer is not None:
             self.committer.stop()
-        self.stage = "the membership row's deletion"
-        await self._leave()
+        if self.membership is not None:
+            self.stage = "the membership row's deletion"
+            await self._leave(self.membership.leave)
         if self.run_loop is not None:
             self.stage = "running executors to reach a checkpoint"
             await self.run_loop.stop(grace)
@@ -375,15 +381,12 @@ class Worker:
         await self._close()
         self.stage = None
 
-    async def _leave(self) -> None:
-        if self.membership is None:
-            return
+    async def _leave(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Mark the row leaving, or delete it; on failure the row expires after its ttl."""
         try:
-            await asyncio.wait_for(self.membership.leave(),
-                                   min(self.settings.shutdown_grace_seconds, 5.0))
+            await asyncio.wait_for(step(), min(self.settings.shutdown_grace_seconds, 5.0))
         except Exception as exc:
-            # The row then expires after the heartbeat ttl; the others take over then.
-            log.warning("leave_failed", error=repr(exc))
+            log.warning("leave_failed", step=step.__name__, error=repr(exc))
 
     async def _close(self) -> None:
         if self.health is not None:

@@ -12,7 +12,9 @@ task connects again with backoff. Each link carries a generation number, so noth
 old link is ever mistaken for part of the new one.
 
 A publish channel that closes on its own (a channel error) takes the whole connection down with
-it: a half-working link would be worse than a short outage.
+it: a half-working link would be worse than a short outage. With several broker addresses
+(a cluster, :mod:`worker.connect`), each reconnect starts at the address after the one the lost
+link was on.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
-from worker.connect import BrokerTimeout, connect_broker
+from worker.connect import Addresses, BrokerTimeout, connect_broker
 from worker.faults import NO_FAULTS, FaultInjected, FaultPlan
 from worker.health import ReadinessError
 from worker.pipeline.policy import RECONNECT
@@ -62,7 +64,7 @@ class BrokerLink:
         self, url: str, topology: Topology, *, faults: FaultPlan = NO_FAULTS,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
-        self._url = url
+        self._addresses = Addresses(url)
         self._connect_timeout = connect_timeout
         self._topology = topology
         self._faults = faults
@@ -96,7 +98,7 @@ class BrokerLink:
         """Connect, check the shard count, declare the topology, open the publish channel
         (raises on failure: :class:`~worker.connect.BrokerTimeout` when the broker does not
         answer in time, :class:`~worker.topology.TopologyError` when its topology is wrong)."""
-        connection = await connect_broker(self._url, self._connect_timeout)
+        connection = await connect_broker(self._addresses, self._connect_timeout)
         try:
             link = await asyncio.wait_for(self._set_up(connection), self._connect_timeout)
         except BaseException as exc:

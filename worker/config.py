@@ -152,7 +152,7 @@ class Settings(BaseSettings):
         True, description="spread the shard queues over the live workers (heartbeat rows)"
     )
     heartbeat_seconds: float = Field(
-        5.0, gt=0, description="membership heartbeat interval; a worker is gone after 3 missed"
+        1.0, gt=0, description="membership heartbeat interval; a worker silent for 3 is gone"
     )
     outbox_retention_seconds: float = Field(
         3600.0, gt=0, description="sent outbox events older than this are deleted"
@@ -191,13 +191,16 @@ class Settings(BaseSettings):
         # connection attempt. Only the scheme is ever repeated: the rest may hold a secret.
         assert info.field_name is not None
         schemes, example = URL_SCHEMES[info.field_name]
-        scheme, separator, _ = value.get_secret_value().partition("://")
-        if not separator or not _SCHEME.fullmatch(scheme):
-            raise ValueError(f"not a URL of the form {example}")
-        if scheme.lower() not in schemes:
-            raise ValueError(
-                f"the scheme {scheme!r} is not one of {', '.join(schemes)}; write it as {example}"
-            )
+        # The broker may be several nodes of a cluster, comma-separated (worker.connect).
+        raw = value.get_secret_value()
+        urls = raw.split(",") if info.field_name == "amqp_url" else [raw]
+        for url in urls:
+            scheme, separator, _ = url.strip().partition("://")
+            if not separator or not _SCHEME.fullmatch(scheme):
+                raise ValueError(f"not a URL of the form {example}")
+            if scheme.lower() not in schemes:
+                raise ValueError(f"the scheme {scheme!r} is not one of {', '.join(schemes)}; "
+                                 f"write it as {example}")
         return value
 
     @field_validator("log_level", mode="before")
@@ -284,7 +287,15 @@ def read_secret_file(variable: str, path: Path) -> str:
 
 def mask_url(url: str) -> str:
     """The URL with its credentials masked: the password (or a lone user token) and the values
-    of query parameters that look like keys or tokens."""
+    of query parameters that look like keys or tokens. Several comma-separated URLs (a broker
+    cluster) are masked each."""
+    parts = url.split(",")
+    if len(parts) > 1 and all("://" in part for part in parts):
+        return ",".join(_mask_one(part) for part in parts)
+    return _mask_one(url)
+
+
+def _mask_one(url: str) -> str:
     try:
         parts = urlsplit(url)
         password = parts.password

@@ -12,11 +12,22 @@ stop behind messages published after the restart; the intake puts returned messa
 
 Releasing a shard (a hand-over to another worker, or shutdown) keeps per-runtime order: the
 committer first stops deciding deliveries of that channel and lets the ones already in a commit
-finish and be acked; only then is the channel closed. Closing it, rather than cancelling the
+finish and be acked, and waits (at most ``handover_wait()`` seconds, two heartbeats when
+another worker is there to take the shard) until the next owner's consumer is subscribed as a
+standby; only then is the channel closed. Closing it, rather than cancelling the
 consumer, returns every delivery not yet settled to the head of the queue *before* the broker
 makes the next single-active consumer active, so the next owner sees them first, in order.
 Cancelling first would let the next owner receive later messages while earlier ones were still
-held here.
+held here. Before the channel is closed, the cached runtimes whose messages came through the
+shard are dropped (:class:`CachedRuntimes`): the next owner is about to change them, and a
+stale copy here would only meet version conflicts, now or if the shard came back. Inputs they
+had queued for a run are run by the next owner when it loads them (or, if no message comes
+for them, by this worker's sweep of left work). A runtime whose run this worker is executing
+keeps its copy for the run to end; that run's commits may meet the next owner's (a conflict,
+retried on a fresh load). It is dropped when the shard is next consumed here.
+
+An assignment consumes the new shards before it releases the old ones: a crashed worker's
+shards are taken at once, not after this worker's own hand-overs.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import aiormq.abc
@@ -45,6 +56,12 @@ restarted returns the messages that were unacked at its stop a moment after cons
 and they must be decided before the later messages of their runtimes."""
 
 
+STANDBY_POLL_SECONDS = 0.02
+"""How often a released shard looks for the next owner's consumer before it closes."""
+SEEN_PRUNE_AT = 50_000
+"""Runtime ids remembered for one shard past which those no longer cached are forgotten."""
+
+
 class DeliverySink(Protocol):
     """Where deliveries go, and who lets go of a channel's deliveries (the committer)."""
 
@@ -55,6 +72,22 @@ class DeliverySink(Protocol):
     def abandon(self, channel: aiormq.abc.AbstractChannel) -> None: ...
 
     def pause_intake(self, seconds: float) -> None: ...
+
+
+class CachedRuntimes(Protocol):
+    """The runtime cache, as far as a hand-over needs it (the driver)."""
+
+    def drop_unless_executing(self, runtime_id: str) -> bool: ...
+
+    def holds(self, runtime_id: str) -> bool: ...
+
+
+class _NoCache:
+    def drop_unless_executing(self, runtime_id: str) -> bool:
+        return True
+
+    def holds(self, runtime_id: str) -> bool:
+        return False
 
 
 class ShardConsumers:
@@ -68,7 +101,13 @@ class ShardConsumers:
         release_timeout: float = 30.0,
         watchdog: Watchdog | None = None,
         faults: FaultPlan = NO_FAULTS,
+        runtimes: CachedRuntimes | None = None,
+        handover_wait: Callable[[], float] = lambda: 0.0,
     ) -> None:
+        self._handover_wait = handover_wait
+        self._runtimes = runtimes or _NoCache()
+        self._seen: dict[str, set[str]] = {}
+        """Shard queue → the runtime ids (routing keys) of the deliveries it brought."""
         self._watchdog = watchdog or Watchdog(stall_seconds=60.0)
         self._broker = broker
         self._sink = sink
@@ -87,6 +126,17 @@ class ShardConsumers:
         self._changed = asyncio.Condition()
         broker.on_up(self._link_up)
         broker.on_down(self._link_down)
+
+    def _receiver(self, name: str) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+        seen = self._seen.setdefault(name, set())
+
+        async def receive(message: AbstractIncomingMessage) -> None:
+            seen.add(message.routing_key or "")
+            if len(seen) > SEEN_PRUNE_AT:  # keep only what the cache still holds
+                seen.intersection_update(r for r in list(seen) if self._runtimes.holds(r))
+            await self._on_message(message)
+
+        return receive
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._watchdog.received()  # first: a delivery stuck below this line is a stall
@@ -141,21 +191,24 @@ class ShardConsumers:
                 return
             released = set(self._channels) - queue_names
             self._desired = set(queue_names)
+            link = self._link
+            # New shards first: a dead worker's shards must not wait for this one's releases.
+            # Without a link, the next link consumes them.
+            for name in sorted(queue_names - set(self._channels)):
+                if link is None:
+                    break
+                self._forget_runtimes(name)  # copies that runs ending here kept since
+                await self._consume(link, name)
             if released:
                 await self._faults.reach("during_handover")
                 await self._release(sorted(released))
-            link = self._link
-            if link is None:
-                return  # the next link consumes them
-            for name in sorted(queue_names - set(self._channels)):
-                await self._consume(link, name)
 
     async def _consume(self, link: Link, name: str) -> None:
         channel = await link.connection.channel()
         await channel.set_qos(prefetch_count=self._prefetch)
         queue = await channel.get_queue(name, ensure=True)
         underlay = await channel.get_underlay_channel()
-        await queue.consume(self._on_message)
+        await queue.consume(self._receiver(name))
         self._channels[name] = channel
         self._underlay[name] = underlay
         channel.close_callbacks.add(lambda *_: self._closed_by_broker(name, channel))
@@ -190,16 +243,41 @@ class ShardConsumers:
                     log.warning("shard_consume_failed", queue=name, error=repr(exc))
 
     async def _release(self, names: list[str]) -> None:
-        """Let the committer finish what it decided on these shards, then close them."""
+        """Let the committer finish what it decided on these shards and give the next owners
+        a moment to subscribe, then close them."""
         channels = [(self._channels.pop(n), self._underlay.pop(n, None)) for n in names]
+        wait = self._handover_wait()
         await asyncio.gather(*(
             self._sink.release(underlay, self._release_timeout)
             for _, underlay in channels if underlay is not None
-        ))
+        ), *(self._standby(name, channel, wait)
+             for name, (channel, _) in zip(names, channels, strict=True)))
+        for name in names:
+            self._forget_runtimes(name)
         for channel, _ in channels:
             with contextlib.suppress(Exception):
                 await channel.close()
         log.info("shards_released", queues=names)
+
+    async def _standby(self, name: str, channel: AbstractChannel, seconds: float) -> None:
+        """Until the shard has a consumer besides ours (the next owner's standby), for at most
+        ``seconds``: closing ours then makes the standby active at once."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        try:
+            while asyncio.get_running_loop().time() < deadline:
+                declared = await channel.declare_queue(name, passive=True)
+                if (declared.declaration_result.consumer_count or 0) > 1:
+                    return
+                await asyncio.sleep(STANDBY_POLL_SECONDS)
+        except Exception as exc:  # the channel went: nothing to wait for
+            log.debug("standby_wait_ended", queue=name, error=repr(exc))
+
+    def _forget_runtimes(self, name: str) -> None:
+        """Drop the cached runtimes of a shard; those with a run executing here are kept, for
+        the run to end, and remembered, to be dropped the next time."""
+        seen = self._seen.get(name)
+        if seen:
+            seen.difference_update([r for r in seen if self._runtimes.drop_unless_executing(r)])
 
     async def wait_for(self, condition: Callable[[], bool]) -> None:
         """Until ``condition()`` holds; it is looked at after every change of consumers."""

@@ -1,35 +1,45 @@
-"""Worker membership: which shard queues this worker consumes.
+"""Worker membership: which shard queues this worker consumes, and how shards change hands.
 
-Every worker keeps a heartbeat row in the database. Each shard belongs to the live worker that
-rendezvous (highest random weight) hashing ranks first for it, so every worker computes the same
-owner from the same list of live workers, without coordination. When a worker joins, only the
-shards it now ranks first for move to it; when one leaves, only its shards move, each to the
-worker ranked next.
+Every worker keeps a heartbeat row in the database (its id, version, the shards it consumes,
+whether it is leaving). The shards are spread over the live workers that are not leaving by the
+balanced assignment of :mod:`worker.assignment`: with ``S`` shards over ``W`` workers each owns
+``floor(S/W)`` or ``ceil(S/W)``, and every worker computes the same owners from the same live
+list, without coordination.
 
-A handover: the new owner subscribes as soon as its heartbeat gives it the shard (a standby
-while the old owner is still active); the old owner cancels its consumer at its own next
-heartbeat, the deliveries it already received are still decided, committed and acked on their
-own channel, and the broker makes the new owner's consumer the active one. Single-active-consumer
-on the shard queues is the safety net while two workers disagree about an owner (their views of
-the live set differ for up to one heartbeat): both may subscribe, the broker lets only one
-receive. The runtime row's version compare-and-set is the last line: a delivery still in the old
-owner's batch may meet a later one of the same runtime taken by the new owner; one of them fails
-its compare-and-set and is retried, so nothing is applied twice or lost, but for those two
-messages the per-runtime order is not guaranteed.
+Noticing changes. Each worker heartbeats every ``h`` (``MEERKAT_HEARTBEAT_SECONDS``, 1 s by
+default). On PostgreSQL a change is also announced at once (``NOTIFY``, see
+:mod:`persistence.sql.membership`): a worker's first heartbeat, a worker marking itself
+leaving, a worker leaving, and a heartbeat that forgot a dead worker's row. Every worker
+``LISTEN`` s and heartbeats again as soon as it is told, so the others recompute within
+milliseconds instead of at their next heartbeat. Without notifications (SQLite, or while the
+listening connection is lost and being made again) changes are seen at the next heartbeat.
 
-The spread is as even as chance makes it: each shard picks its owner independently, so with few
-shards per worker some get more than others (16 shards over 4 workers: 4 each on average, and
-now and then one worker gets none and stands idle). More shards per worker evens it out.
+A handover keeps per-runtime order. The new owner subscribes as soon as its heartbeat gives it
+the shard (a standby consumer: the queues are single-active-consumer). The old owner releases
+the shard (:mod:`worker.consumer`): it stops deciding that shard's deliveries, lets the commits
+under way finish and be acked, drops its cached copies of the shard's runtimes (so that it never
+writes them from a stale copy, nor keeps one that would be stale if the shard came back), and
+closes the shard's channel, which returns everything unsettled to the queue head before the
+broker makes the standby active. Single-active-consumer is the safety net while two workers
+disagree about an owner (their views of the live list differ for a moment); the runtime row's
+version compare-and-set is the last line (a run that the old owner was executing still commits
+its end; a conflict is retried on a fresh load and counted in
+``meerkat_version_conflicts_total``).
 
-Timing, with ``h`` the heartbeat interval and ``ttl = 3h`` (5 s and 15 s by default):
+Timing, with ``h`` the heartbeat and ``ttl = 3h`` (1 s and 3 s by default):
 
-- a worker that stops gracefully deletes its row; the others take its shards at their next
-  heartbeat, within ``h``;
-- a worker that dies keeps its row until it is older than ``ttl``; the survivors take its shards
-  at their first heartbeat after that: the worst-case takeover is ``ttl + h`` (20 s by default).
-  The messages of those shards wait in their queues meanwhile; none is lost;
-- a joining worker subscribes to its shards at once and becomes active on each when the old
-  owner lets go at its next heartbeat, within ``h``.
+- a graceful leave (SIGTERM, a scale-down): the worker first marks its row leaving, and the
+  others take its shards as standbys at once; it finishes the commits under way, waits until
+  each shard's next owner has subscribed (at most two heartbeats) and closes the shard's
+  channel, so the next owner consumes at once; last, it deletes its row. While it drains it
+  still counts as live, so no one takes over the runs it is finishing;
+- a join: the newcomer's first heartbeat is announced; the workers it takes shards from release
+  them at once, in the same way (each waiting for the newcomer's standby before it closes);
+- a crash: the dead worker's row stays until it is older than ``ttl``; the first survivor whose
+  heartbeat finds it stale deletes it and announces it, and every survivor takes its share at
+  once: a shard has a consumer again at most ``ttl + h`` after the worker's last heartbeat, 4 s
+  by default (3 s plus the time to subscribe, without notifications). Its messages wait in their
+  queues meanwhile; none is lost.
 
 A failed heartbeat (database outage) changes nothing: the worker keeps consuming what it owns
 and tries again at the next interval. If the outage outlasts ``ttl``, the others take over its
@@ -44,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import secrets
 import socket
@@ -53,35 +62,20 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from persistence.ports import MembershipStore
+from persistence.ports import MemberRow, MembershipStore
+from worker.assignment import assignment
 from worker.faults import NO_FAULTS, FaultPlan
 from worker.health import ReadinessError
 
 log = structlog.get_logger(__name__)
 
 MISSED_HEARTBEATS = 3
-"""A worker whose row is older than this many heartbeat intervals is gone."""
+"""A worker whose row is older than this many heartbeat intervals is gone (its ttl)."""
+
+HANDOVER_WAIT_SECONDS = 5.0
+"""The longest a released shard waits for the next owner to subscribe before it closes."""
 
 OnAssignment = Callable[[set[str]], Awaitable[None]]
-
-
-def _rank(worker: str, shard: str) -> tuple[bytes, str]:
-    # The id breaks a tie of digests, so the order never depends on the order of the list.
-    return hashlib.sha256(f"{worker}:{shard}".encode()).digest(), worker
-
-
-def owner_of(shard: str, workers: Iterable[str]) -> str:
-    """The worker that consumes ``shard`` when ``workers`` are the live ones."""
-    candidates = list(workers)
-    if not candidates:
-        raise ValueError(f"no live worker to own {shard!r}")
-    return max(candidates, key=lambda worker: _rank(worker, shard))
-
-
-def assignment(shards: Iterable[str], workers: Iterable[str], me: str) -> set[str]:
-    """The shards ``me`` owns among ``workers`` (``me`` counts as live whether listed or not)."""
-    live = {*workers, me}
-    return {shard for shard in shards if owner_of(shard, live) == me}
 
 
 def new_worker_id() -> str:
@@ -89,13 +83,23 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+def worker_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("meerkat-worker")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
 class Membership:
-    """Heartbeats every ``heartbeat_seconds`` and hands changes of ownership to
-    ``on_assignment``, which must make the worker consume exactly the shards it is given."""
+    """Heartbeats every ``heartbeat_seconds`` (and whenever the store says the membership
+    changed) and hands changes of ownership to ``on_assignment``, which must make the worker
+    consume exactly the shards it is given."""
 
     def __init__(
         self,
@@ -103,36 +107,52 @@ class Membership:
         shards: Iterable[str],
         on_assignment: OnAssignment,
         *,
-        heartbeat_seconds: float = 5.0,
+        heartbeat_seconds: float = 1.0,
         group: str = "",
         worker_id: str | None = None,
         clock: Callable[[], datetime] = _utc_now,
         faults: FaultPlan = NO_FAULTS,
     ) -> None:
-        self._faults = faults
-        self.last_heartbeat: datetime | None = None
         if heartbeat_seconds <= 0:
             raise ValueError(f"heartbeat_seconds must be positive, not {heartbeat_seconds}")
+        self._faults = faults
+        self.last_heartbeat: datetime | None = None
         self.worker_id = worker_id or new_worker_id()
         self.heartbeat_seconds = heartbeat_seconds
         self.ttl = timedelta(seconds=heartbeat_seconds * MISSED_HEARTBEATS)
         self.group = group
+        self.version = worker_version()
         self._store = store
         self._shards = sorted(set(shards))
         self._on_assignment = on_assignment
         self._clock = clock
         self._owned: frozenset[str] | None = None
-        self.live: list[str] = []
-        self._joined: list[str] | None = None
+        self._target: tuple[tuple[str, ...], frozenset[str]] = ((), frozenset())
+        """The takers the assignment was last computed for, and my shards among them."""
+        self.members: list[MemberRow] = []
+        """The live rows read at the last heartbeat."""
+        self._joined = False
         self.failures = 0
         """Heartbeats that failed (the assignment stayed as it was)."""
+        self.told = 0
+        """Changes the store announced (each one made a heartbeat at once)."""
         self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._poked = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def owned(self) -> frozenset[str]:
         """The shards handed to ``on_assignment`` last (empty before the first heartbeat)."""
         return self._owned or frozenset()
+
+    @property
+    def live(self) -> list[str]:
+        """The live workers' ids at the last heartbeat, leaving ones included, sorted."""
+        return [row.worker_id for row in self.members]
+
+    def takers(self) -> list[str]:
+        """The live workers that take shards (not leaving), sorted."""
+        return [row.worker_id for row in self.members if not row.leaving]
 
     async def tick(self) -> frozenset[str]:
         """One heartbeat: refresh my row, recompute my shards, apply them if they changed.
@@ -140,43 +160,58 @@ class Membership:
         Raises when the store or ``on_assignment`` fails; the assignment is then retried in
         full at the next tick (``on_assignment`` is given the whole target set each time).
         """
-        return await self._apply(await self._beat())
+        await self._beat()
+        return await self._apply()
 
-    async def _beat(self) -> list[str]:
+    async def _beat(self) -> None:
         await self._faults.reach("membership_tick")
         now = self._clock()
-        live = await self._store.heartbeat(self.worker_id, now=now, ttl=self.ttl, group=self.group)
+        self.members = await self._store.heartbeat_members(
+            self.worker_id, now=now, ttl=self.ttl, group=self.group, version=self.version,
+            shards=sorted(self.owned), announce=self._owned is None,
+        )
         self.last_heartbeat = now
-        self.live = live
-        return live
 
-    async def _apply(self, live: list[str]) -> frozenset[str]:
-        owned = frozenset(assignment(self._shards, live, self.worker_id))
+    async def _apply(self) -> frozenset[str]:
+        takers = tuple(self.takers())
+        if takers != self._target[0]:
+            self._target = (takers, frozenset(assignment(self._shards, takers, self.worker_id)))
+        owned = self._target[1]
         if owned != self._owned:
-            log.info("shards_assigned", worker_id=self.worker_id, workers=len(live),
+            log.info("shards_assigned", worker_id=self.worker_id, workers=len(takers),
                      owned=sorted(owned), released=sorted(self.owned - owned))
             await self._on_assignment(set(owned))
             self._owned = owned
+            self._poked.set()  # the next heartbeat records the new shards at once
         return owned
+
+    def poke(self) -> None:
+        """The store says the membership changed: heartbeat again now."""
+        self.told += 1
+        self._poked.set()
 
     async def join(self) -> None:
         """The first heartbeat alone (it raises when it fails): the part of start-up that waits
         on the database, which a caller may bound; :meth:`start` then applies it."""
-        self._joined = await self._beat()
+        await self._beat()
+        self._joined = True
 
     async def start(self) -> frozenset[str]:
-        """The first heartbeat (or the one of :meth:`join`) applied, then the loop in the
+        """The first heartbeat (or the one of :meth:`join`) applied, then the loops in the
         background. Applying it subscribes to the shards, whose deliveries then compete with
         the rest of start-up: that part is not bounded by a dependency's timeout."""
-        joined, self._joined = self._joined, None
-        owned = await self._apply(joined if joined is not None else await self._beat())
-        self._task = asyncio.get_running_loop().create_task(self.run(), name="membership")
+        joined, self._joined = self._joined, False
+        owned = await (self._apply() if joined else self.tick())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self.run(), name="membership"),
+                       loop.create_task(self._watch(), name="membership-watch")]
         return owned
 
     async def run(self) -> None:
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.heartbeat_seconds)
+                await asyncio.wait_for(self._poked.wait(), self.heartbeat_seconds)
+            self._poked.clear()
             if self._stopping.is_set():
                 return
             try:
@@ -186,6 +221,18 @@ class Membership:
                 log.warning("heartbeat_failed", worker_id=self.worker_id,
                             owned=len(self.owned), error=repr(exc))
 
+    async def _watch(self) -> None:
+        """Listen for announced changes for as long as the worker runs; a lost listening
+        connection is made again after a heartbeat interval (polling goes on meanwhile)."""
+        while not self._stopping.is_set():
+            try:
+                if not await self._store.watch(self.group, self.poke):
+                    return  # the store cannot notify: the heartbeat polls
+            except Exception as exc:
+                log.warning("membership_watch_lost", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.heartbeat_seconds)
+
     async def readiness(self) -> None:
         """Not ready once my own heartbeat is older than the ttl: the others then count me
         gone and take my shards, whatever this worker still believes it owns."""
@@ -194,19 +241,34 @@ class Membership:
             raise ReadinessError("membership heartbeat is older than its ttl")
 
     async def stop(self, grace: float = 10.0) -> None:
-        """End the loop; a heartbeat under way may finish (within ``grace`` seconds) rather
+        """End the loops; a heartbeat under way may finish (within ``grace`` seconds) rather
         than leave a consumer half started."""
         self._stopping.set()
-        task, self._task = self._task, None
-        if task is None:
+        self._poked.set()
+        tasks, self._tasks = self._tasks, []
+        if not tasks:
             return
+        heartbeat, watch = tasks
+        watch.cancel()
         try:
-            await asyncio.wait_for(asyncio.shield(task), grace)
+            await asyncio.wait_for(asyncio.shield(heartbeat), grace)
         except TimeoutError:
-            task.cancel()
+            heartbeat.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def handover_wait(self) -> float:
+        """How long a released shard waits for its next owner's consumer: two heartbeats (at
+        most :data:`HANDOVER_WAIT_SECONDS`), while another worker is there to take it."""
+        others = [w for w in self.takers() if w != self.worker_id]
+        return min(2 * self.heartbeat_seconds, HANDOVER_WAIT_SECONDS) if others else 0.0
+
+    async def set_leaving(self) -> None:
+        """Tell the others I am leaving: they take my shards now (as standbys until I let
+        go), while I still count as live."""
+        await self._store.set_leaving(self.worker_id)
+
     async def leave(self) -> None:
-        """Delete my row, so the others take my shards at their next heartbeat."""
+        """Delete my row, so the others count me gone at once."""
         await self._store.leave(self.worker_id)

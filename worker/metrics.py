@@ -114,7 +114,8 @@ class Metrics:
         )
         self.version_conflicts = Counter(
             f"{PREFIX}_version_conflicts",
-            "Group commits refused because another writer had moved a runtime's version.",
+            "Group commits refused because another worker had moved a runtime's version "
+            "(a hand-over; retried on a fresh load).",
             registry=r,
         )
         self.replies = Counter(

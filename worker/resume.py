@@ -1,10 +1,14 @@
 """Work left behind: runtimes with queued or interrupted work that no live worker wrote last.
 
 A worker that crashed or stopped may leave runtimes with inputs queued or a run interrupted;
-no message will come to wake them. At start-up, and then every heartbeat (the ``sweep`` task),
-the worker asks the store for such runtimes of its deployment, leaving out those a live peer
-wrote last (taking them would re-run a batch the peer's executor is still working on), and
-loads each one: loading recovers it and wakes its run loop here.
+no message will come to wake them. At start-up, and then every heartbeat ttl (the ``sweep``
+task), the worker asks the store for such runtimes of its deployment, leaving out those a live
+peer wrote last (taking them would re-run a batch the peer's executor is still working on), and
+loads each one: loading recovers it and wakes its run loop here. A runtime written last by no
+live worker (a crashed one) is taken by one of the live workers only, the one rendezvous
+hashing of its id picks (:func:`worker.assignment.owner_among`): were every survivor to take
+it, they would all run it and meet each other's version conflicts. Its own runtimes (a shard
+it handed over, whose queued inputs no message will wake) the worker always takes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable
 import structlog
 
 from persistence.ports import RuntimeStore
+from worker.assignment import owner_among
 from worker.core import Signal, can_start_run
 from worker.driver import RuntimeDriver
 from worker.runs.loop import RunLoop
@@ -25,8 +30,9 @@ log = structlog.get_logger(__name__)
 class LeftWork:
     def __init__(
         self, store: RuntimeStore, driver: RuntimeDriver, run_loop: RunLoop, *, group: str,
-        live_peers: Callable[[], set[str]], every: float,
+        live_peers: Callable[[], set[str]], every: float, me: str | None = None,
     ) -> None:
+        self._me = me
         self._store = store
         self._driver = driver
         self._run_loop = run_loop
@@ -40,7 +46,13 @@ class LeftWork:
         taken = 0
         left = await self._store.runtimes_with_pending_work(group=self._group,
                                                             exclude_writers=peers)
+        me, orphaned = self._me, set[str]()
+        if peers and me:  # written last by no live worker: one of us takes each
+            orphaned = set(await self._store.runtimes_with_pending_work(
+                group=self._group, exclude_writers={*peers, me}))
         for runtime_id in left:
+            if runtime_id in orphaned and me and owner_among(runtime_id, {*peers, me}) != me:
+                continue
             if not self._needs_load(runtime_id):
                 continue
             try:

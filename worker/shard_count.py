@@ -12,10 +12,15 @@ configured:
 Queue ``00`` missing as well is a broker on which nothing was declared yet (or from which the
 queues were deleted): then nothing is known and ``None`` is returned, as when the count fits.
 Each failed passive declare closes its channel, so every probe opens a channel of its own.
+
+Fewer queues may also be another worker declaring them at this very moment (several workers of
+a new deployment starting at once): a short count is looked at again for up to
+:data:`DECLARING_SECONDS` before it is believed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 
@@ -24,6 +29,23 @@ from aiormq.exceptions import AMQPChannelError, ChannelNotFoundEntity
 
 MAX_SHARD_QUEUES = 100
 """Shard queue names carry two digits: ``.00`` to ``.99``."""
+DECLARING_SECONDS = 5.0
+"""How long a short count is looked at again (a concurrent declaration takes well under it)."""
+RECHECK_SECONDS = 0.25
+
+
+async def settled_shard_count(
+    connection: AbstractConnection, queue_name: Callable[[int], str], expected: int
+) -> int | None:
+    """:func:`declared_shard_count`, with a short count looked at again while it may be
+    another worker's declaration under way."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DECLARING_SECONDS
+    while True:
+        count = await declared_shard_count(connection, queue_name, expected)
+        if count is None or count > expected or loop.time() >= deadline:
+            return count
+        await asyncio.sleep(RECHECK_SECONDS)
 
 
 async def declared_shard_count(

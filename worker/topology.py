@@ -68,7 +68,7 @@ from aiormq.exceptions import (
 from yarl import URL
 
 from worker.config import Settings
-from worker.shard_count import MAX_SHARD_QUEUES, declared_shard_count
+from worker.shard_count import MAX_SHARD_QUEUES, settled_shard_count
 
 CONSISTENT_HASH = "x-consistent-hash"
 PLUGIN = "rabbitmq_consistent_hash_exchange"
@@ -246,7 +246,7 @@ class Topology:
     async def verify_shard_count(self, connection: AbstractConnection) -> None:
         """Raise :class:`ShardCountMismatch` when the broker holds another number of shard
         queues than :attr:`shards` (nothing declared yet passes)."""
-        declared = await declared_shard_count(connection, self._queue_name, self.shards)
+        declared = await settled_shard_count(connection, self._queue_name, self.shards)
         if declared is not None:
             raise ShardCountMismatch(self, declared)
 

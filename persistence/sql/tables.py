@@ -15,6 +15,7 @@ from enum import StrEnum
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -26,10 +27,12 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     TypeDecorator,
     UniqueConstraint,
     Uuid,
     column,
+    false,
 )
 
 from schemas import Durability, InputKind, InputPhase, Lane, RuntimePhase
@@ -245,6 +248,7 @@ event_outbox = Table(
 
 WORKER_ID_LENGTH = 200
 GROUP_LENGTH = 64
+VERSION_LENGTH = 64
 
 workers = Table(
     "workers",
@@ -254,6 +258,11 @@ workers = Table(
     # Deployments sharing one database (one topology prefix each) do not share shards.
     Column("group_name", String(GROUP_LENGTH), nullable=False),
     Column("last_seen", UtcDateTime(), nullable=False),
+    # What ``meerkat-worker members`` shows (revision 0008): the worker's version, the shard
+    # queues it consumed at its last heartbeat (comma-separated), and whether it is leaving.
+    Column("version", String(VERSION_LENGTH), nullable=False, server_default=""),
+    Column("shards", Text(), nullable=False, server_default=""),
+    Column("leaving", Boolean(), nullable=False, server_default=false()),
     PrimaryKeyConstraint("worker_id"),
     Index(None, "group_name", "last_seen"),
 )

@@ -24,6 +24,7 @@ from persistence.ports import (
     PRUNE_BATCH,
     BlobInfo,
     BlobStore,
+    MemberRow,
     OutboxEvent,
     PruneReport,
     RuntimeStore,
@@ -59,7 +60,11 @@ STORE_METHODS = frozenset(
         "ping",
         "close",
         "heartbeat",
+        "heartbeat_members",
+        "members",
+        "set_leaving",
         "leave",
+        "watch",
     }
 )
 BLOB_METHODS = frozenset({"put_image", "get", "exists", "delete", "list_blobs", "ping", "close"})
@@ -220,8 +225,27 @@ class FaultyStore:
             lambda: self.inner.heartbeat(worker_id, now=now, ttl=ttl, group=group),
         )
 
+    async def heartbeat_members(
+        self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = "",
+        version: str = "", shards: Sequence[str] = (), announce: bool = False,
+    ) -> list[MemberRow]:
+        return await self.plan.through("heartbeat_members", lambda: self.inner.heartbeat_members(
+            worker_id, now=now, ttl=ttl, group=group, version=version, shards=shards,
+            announce=announce))
+
+    async def members(self, group: str = "", *, now: datetime, ttl: timedelta
+                      ) -> list[MemberRow]:
+        return await self.plan.through(
+            "members", lambda: self.inner.members(group, now=now, ttl=ttl))
+
+    async def set_leaving(self, worker_id: str) -> None:
+        await self.plan.through("set_leaving", lambda: self.inner.set_leaving(worker_id))
+
     async def leave(self, worker_id: str) -> None:
         await self.plan.through("leave", lambda: self.inner.leave(worker_id))
+
+    async def watch(self, group: str, on_change: Callable[[], None]) -> bool:
+        return await self.plan.through("watch", lambda: self.inner.watch(group, on_change))
 
     async def prune(
         self, now: datetime, *, sent_events_before: datetime, terminal_before: datetime,

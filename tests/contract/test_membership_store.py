@@ -7,6 +7,7 @@ whole session (the ``runtime_store`` fixture marks each store's tests unit or in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -122,3 +123,63 @@ async def test_concurrent_heartbeats_all_count(runtime_store: RuntimeStore) -> N
     assert await runtime_store.heartbeat(workers[0], now=T0, ttl=TTL, group=group) == sorted(
         workers
     )
+
+
+async def test_a_heartbeat_records_version_and_shards(runtime_store: RuntimeStore) -> None:
+    (group,) = _names("group")
+    one, two = _names("one", "two")
+    await runtime_store.heartbeat_members(one, now=T0, ttl=TTL, group=group, version="1.2.3",
+                                          shards=["q.00", "q.01"])
+    rows = await runtime_store.heartbeat_members(two, now=T0, ttl=TTL, group=group)
+
+    assert [(r.worker_id, r.version, r.shards, r.leaving) for r in rows] == sorted([
+        (one, "1.2.3", ("q.00", "q.01"), False), (two, "", (), False)])
+    assert rows[0].last_seen == T0
+    assert await runtime_store.members(group, now=T0 + TTL, ttl=TTL) == rows
+    assert await runtime_store.members(group, now=T0 + 2 * TTL, ttl=TTL) == []
+
+
+async def test_a_leaving_worker_is_still_live_and_marked(runtime_store: RuntimeStore) -> None:
+    (group,) = _names("group")
+    goes, stays = _names("goes", "stays")
+    await runtime_store.heartbeat(goes, now=T0, ttl=TTL, group=group)
+
+    await runtime_store.set_leaving(goes)
+    await runtime_store.set_leaving(_names("never-joined")[0])
+    rows = await runtime_store.heartbeat_members(stays, now=T0, ttl=TTL, group=group)
+
+    assert {r.worker_id: r.leaving for r in rows} == {goes: True, stays: False}
+
+
+async def test_watchers_are_told_of_joins_and_leaves(runtime_store: RuntimeStore) -> None:
+    """Where the store can notify (memory, PostgreSQL); SQLite says it cannot."""
+    (group,) = _names("group")
+    (newcomer,) = _names("newcomer")
+    told = asyncio.Event()
+    watching = asyncio.create_task(runtime_store.watch(group, told.set))
+    try:
+        await asyncio.sleep(0)
+        if watching.done():
+            assert watching.result() is False
+            return
+        await asyncio.wait_for(_until_listening(runtime_store, group, told), 30)
+        told.clear()
+        await runtime_store.heartbeat_members(newcomer, now=T0, ttl=TTL, group=group,
+                                              announce=True)
+        await asyncio.wait_for(told.wait(), 30)
+        told.clear()
+        await runtime_store.leave(newcomer)
+        await asyncio.wait_for(told.wait(), 30)
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+
+
+async def _until_listening(store: RuntimeStore, group: str, told: asyncio.Event) -> None:
+    """Announce a probe's heartbeat until the watcher hears one (LISTEN takes a round trip)."""
+    (probe,) = _names("probe")
+    while not told.is_set():
+        await store.heartbeat_members(probe, now=T0, ttl=TTL, group=group, announce=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(told.wait(), 0.2)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.faults import report
+from tests.faults import report, scale
 from tests.faults.harness import SHARDS, Dependencies, FaultRun
 from tests.faults.workers import WorkerProcess
 from tests.fixtures.private_postgres import PrivatePostgres, private_postgres
@@ -79,17 +80,24 @@ def dependencies(private_rabbitmq: PrivateRabbitMQ, private_postgres: PrivatePos
 
 @pytest.fixture
 def fault_run(dependencies: Dependencies) -> RunFactory:
-    """``fault_run(scenario, run, slug, shards=4)``: a run to use as ``async with``; its files
-    go to ``.faults/runs/<slug>-run<run>/``."""
+    """``fault_run(scenario, run, slug, shards=4, **options)``: a run to use as ``async with``
+    (options: those of :class:`FaultRun`); its files go to ``.faults/runs/<slug>-run<run>/``."""
 
     def make(scenario: str, run: int, slug: str, shards: int = SHARDS,
-             *, in_table: bool = True) -> FaultRun:
-        return FaultRun(dependencies, scenario, run, slug, shards, in_table=in_table)
+             *, in_table: bool = True, **options: Any) -> FaultRun:
+        return FaultRun(dependencies, scenario, run, slug, shards, in_table=in_table, **options)
 
     return make
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if scale.FIGURES:
+        terminalreporter.section("scale figures")
+        for test, lines in scale.FIGURES:
+            terminalreporter.write_line(test)
+            for line in lines:
+                terminalreporter.write_line(f"  {line}")
+        terminalreporter.write_line(f"(written to {scale.FIGURES_FILE})")
     if not report.OUTCOMES:
         return
     table = report.render(report.OUTCOMES)

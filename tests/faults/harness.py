@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 from uuid import UUID, uuid4
 
 from schemas import InputEnvelope
@@ -47,7 +48,6 @@ from tests.faults.traffic import (
 from tests.faults.verdict import verify_run
 from tests.faults.workers import WorkerProcess
 from tests.fixtures.private_postgres import PrivatePostgres
-from tests.fixtures.private_rabbitmq import PrivateRabbitMQ
 from tests.fixtures.stoppable_s3 import StoppableS3
 from worker.history.published import PublishedLog
 from worker.topology import Topology
@@ -64,11 +64,20 @@ PUBLISH_PER_SECOND = 50.0
 RUNS_DIR = REPORT_DIR / "runs"
 
 
+class Broker(Protocol):
+    """A private node or cluster: what the tools connect to, and a way to heal it."""
+
+    @property
+    def amqp_url(self) -> str: ...
+
+    def ensure_running(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Dependencies:
     """The session's private services, which scenarios may stop and restart."""
 
-    rabbitmq: PrivateRabbitMQ
+    rabbitmq: Broker
     postgres: PrivatePostgres
     s3: StoppableS3
 
@@ -81,14 +90,18 @@ class Dependencies:
 
 class FaultRun:
     def __init__(self, deps: Dependencies, scenario: str, run: int, slug: str,
-                 shards: int = SHARDS, *, in_table: bool = True) -> None:
+                 shards: int = SHARDS, *, in_table: bool = True, runtimes: int = RUNTIMES,
+                 run_seconds: float = RUN_SECONDS, amqp_url: str | None = None) -> None:
         self.deps = deps
         self.in_table = in_table
         """False for the harness's own tests, which are no measurement of the worker."""
         self.outcome = RunOutcome(scenario, run)
         self.directory = RUNS_DIR / f"{slug}-run{run}"
         self.topology = Topology(shards=shards, prefix=f"f{uuid4().hex[:10]}")
-        self.runtimes = new_runtimes(RUNTIMES)
+        self.runtimes = new_runtimes(runtimes)
+        self.run_seconds = run_seconds
+        self.worker_amqp_url = amqp_url or deps.rabbitmq.amqp_url
+        """What the workers connect to (a cluster's addresses; the tools use one node)."""
         self.database = ""
         self.workers: list[WorkerProcess] = []
         self.valid_ids: set[UUID] = set()
@@ -133,7 +146,7 @@ class FaultRun:
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEERKAT_")}
         env.update({
-            "MEERKAT_AMQP_URL": self.amqp_url,
+            "MEERKAT_AMQP_URL": self.worker_amqp_url,
             "MEERKAT_DATABASE_URL": self.deps.postgres.url(self.database),
             "MEERKAT_BLOB_URL": self.deps.s3.url(f"meerkat-faults-{uuid4().hex[:12]}"),
             "MEERKAT_SHARDS": str(self.topology.shards),
@@ -195,6 +208,11 @@ class FaultRun:
                 self._on_exit(worker)
             await asyncio.sleep(POLL_SECONDS)
 
+    def expect_exit(self, worker: WorkerProcess) -> None:
+        """The scenario itself stops ``worker`` (a kill, a scale-down): no problem, no
+        replacement."""
+        self._handled_exits.add(id(worker))
+
     def _on_exit(self, worker: WorkerProcess) -> None:
         point = worker.fault.split(":", 1)[0] if worker.fault else None
         if point is not None and worker.killed_by_sigkill and point in worker.fault_points_fired():
@@ -218,7 +236,8 @@ class FaultRun:
     def prompts(self, count: int = MESSAGES) -> list[InputEnvelope]:
         return build_prompts(self.runtimes, count, self.png, self.topology.prefix)
 
-    def stream(self, items: Sequence[Traffic], per_second: float = PUBLISH_PER_SECOND) -> None:
+    def stream(self, items: Sequence[Traffic], per_second: float = PUBLISH_PER_SECOND,
+               lanes: int = 1) -> None:
         """Start publishing ``items`` as a steady stream in the background; waits include it."""
         for item in items:
             if isinstance(item, Hostile):
@@ -227,7 +246,7 @@ class FaultRun:
             else:
                 self.valid_ids.add(item.input.header.id)
         self._stream = asyncio.get_running_loop().create_task(
-            self.producer.publish_stream(items, per_second))
+            self.producer.publish_stream(items, per_second, lanes))
         self._stream.add_done_callback(self._stream_ended)
 
     def _stream_ended(self, task: asyncio.Task[None]) -> None:
@@ -278,9 +297,9 @@ class FaultRun:
             if now_progress != progress:
                 progress, last_change = now_progress, time.monotonic()
             stalled = time.monotonic() - last_change > STALL_SECONDS
-            if stalled or time.monotonic() - self._started > RUN_SECONDS:
+            if stalled or time.monotonic() - self._started > self.run_seconds:
                 self._stalled(what, "no progress for" if stalled else "run longer than",
-                              STALL_SECONDS if stalled else RUN_SECONDS)
+                              STALL_SECONDS if stalled else self.run_seconds)
                 return False
             await asyncio.sleep(POLL_SECONDS)
         return False

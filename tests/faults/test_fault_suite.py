@@ -30,6 +30,7 @@ import pytest
 from tests.faults.conftest import RunFactory
 from tests.faults.harness import MESSAGES, Dependencies, FaultRun
 from tests.faults.traffic import Traffic, deep_array, deep_object
+from tests.fixtures.private_rabbitmq import PrivateRabbitMQ
 from worker.topology import Topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -46,8 +47,7 @@ KILL_POINTS = {
 INJECT_AFTER = MESSAGES // 3
 """Dependency faults and the handover start once this many messages are published."""
 HANDOVER_SHARDS = 16
-"""Rendezvous hashing gives a joining worker no shard of 4 one time in 16, and then nothing is
-handed over; of 16 shards, one time in 65,536."""
+"""A joining worker takes half of them (the assignment is balanced), so some are handed over."""
 HANDOVER_SECONDS = 30.0
 """How long the leaving worker has to reach its next heartbeat, and so the handover."""
 OUTAGE_SECONDS = 4.0
@@ -149,13 +149,13 @@ async def test_s3_stopped_for_a_while(
 
 @pytest.mark.parametrize("run_number", RUNS)
 async def test_rabbitmq_restarted(
-    fault_run: RunFactory, dependencies: Dependencies, run_number: int
+    fault_run: RunFactory, private_rabbitmq: PrivateRabbitMQ, run_number: int
 ) -> None:
     async with fault_run("rabbitmq restart", run_number, "rabbitmq-restart") as run:
-        await _restart(run, dependencies.rabbitmq.restart)
+        await _restart(run, private_rabbitmq.restart)
         await run.conclude()
         # The worker came back with exactly one consumer on each shard, not two, not none.
-        counts = await shard_consumer_counts(dependencies.rabbitmq.amqp_url, run.topology)
+        counts = await shard_consumer_counts(private_rabbitmq.amqp_url, run.topology)
         assert counts == [1] * run.topology.shards, counts
 
 

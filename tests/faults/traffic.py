@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,15 +109,17 @@ class Producer:
         """Publishes tried again after the broker went away."""
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._connecting = asyncio.Lock()
 
     async def _ready_channel(self) -> AbstractChannel:
         # A plain connection, opened again when it died: a robust one would add its retry
         # interval and republish behind our back.
-        if self._channel is None or self._channel.is_closed:
-            await self.close()
-            self._connection = await aio_pika.connect(self.amqp_url)
-            self._channel = await self._connection.channel(publisher_confirms=True)
-        return self._channel
+        async with self._connecting:  # lanes publishing at once share one connection
+            if self._channel is None or self._channel.is_closed:
+                await self.close()
+                self._connection = await aio_pika.connect(self.amqp_url)
+                self._channel = await self._connection.channel(publisher_confirms=True)
+            return self._channel
 
     async def publish(self, item: Traffic) -> None:
         """Publish one message, riding out a broker outage; record it once confirmed."""
@@ -148,16 +151,30 @@ class Producer:
         )
         await publish_confirmed(channel, message, item.runtime_id, topology=self.topology)
 
-    async def publish_stream(self, items: Sequence[Traffic], per_second: float) -> None:
+    async def publish_stream(self, items: Sequence[Traffic], per_second: float,
+                             lanes: int = 1) -> None:
         """Publish in order at about ``per_second`` messages a second (a steady stream, so a
-        fault injected meanwhile meets traffic arriving before, during and after it)."""
+        fault injected meanwhile meets traffic arriving before, during and after it).
+
+        With ``lanes`` > 1 the runtimes are split over that many lanes publishing at once, each
+        one message at a time: every runtime's messages are still published, confirmed and
+        recorded in order, while the stream is no longer bound by one confirm's round trip.
+        """
         started = time.monotonic()
+        by_lane: list[list[tuple[int, Traffic]]] = [[] for _ in range(lanes)]
         for index, item in enumerate(items):
-            # Pacing, not waiting for anything: the producer's rate is part of the scenario.
-            ahead = started + index / per_second - time.monotonic()
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-            await self.publish(item)
+            runtime_id = item.runtime_id
+            by_lane[zlib.crc32(runtime_id.encode()) % lanes].append((index, item))
+
+        async def lane(scheduled: list[tuple[int, Traffic]]) -> None:
+            for index, item in scheduled:
+                # Pacing, not waiting for anything: the producer's rate is part of the scenario.
+                ahead = started + index / per_second - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+                await self.publish(item)
+
+        await asyncio.gather(*(lane(scheduled) for scheduled in by_lane if scheduled))
 
     async def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None

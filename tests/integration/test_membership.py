@@ -24,9 +24,10 @@ from tests.integration.conftest import (
     assert_publish_order,
     new_runtime_id,
 )
+from worker.assignment import assignment
 from worker.cli.dlq import list_dead
 from worker.cli.publish import build_prompt
-from worker.membership import Membership, assignment
+from worker.membership import Membership
 from worker.topology import Topology
 
 pytestmark = pytest.mark.integration

@@ -208,7 +208,7 @@ async def test_a_postgres_schema_not_migrated_or_newer_is_refused(
 
     refused(await ameerkat(["run"], env, tmp_path), EXIT_FAILED,
             "meerkat-worker run: the database schema is not migrated (revision none, this "
-            "version needs 0007); run: meerkat-worker migrate")
+            "version needs 0008); run: meerkat-worker migrate")
 
     await upgrade_async(fresh_postgres_url)
     engine = create_async_engine(fresh_postgres_url)
@@ -219,7 +219,7 @@ async def test_a_postgres_schema_not_migrated_or_newer_is_refused(
         await engine.dispose()
     refused(await ameerkat(["run"], env, tmp_path), EXIT_FAILED,
             "meerkat-worker run: the database schema is at revision 9999, which this version "
-            "does not know (its latest is 0007): a newer version migrated it; run a version of "
+            "does not know (its latest is 0008): a newer version migrated it; run a version of "
             "meerkat-worker that knows it")
 
 

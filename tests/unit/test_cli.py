@@ -21,6 +21,7 @@ COMMANDS = [
     "send input",
     "send command",
     "inspect",
+    "members",
     "dlq list",
     "dlq replay",
     "dlq purge",

@@ -126,7 +126,7 @@ def test_inspect_of_a_database_never_migrated_says_to_migrate(tmp_path: Path) ->
 
     refused(done, EXIT_FAILED,
             "meerkat-worker inspect: the database schema is not migrated (revision none, this "
-            "version needs 0007); run: meerkat-worker migrate")
+            "version needs 0008); run: meerkat-worker migrate")
 
 
 def test_inspect_of_an_unknown_runtime_exits_6(tmp_path: Path) -> None:
@@ -146,7 +146,7 @@ def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "meerkat.db") as database:
         database.execute("UPDATE alembic_version SET version_num = '9999'")
     line = ("the database schema is at revision 9999, which this version does not know (its "
-            "latest is 0007): a newer version migrated it; run a version of meerkat-worker "
+            "latest is 0008): a newer version migrated it; run a version of meerkat-worker "
             "that knows it")
 
     for command in ("run", "migrate"):

@@ -45,7 +45,7 @@ def test_defaults_match_the_contract() -> None:
     assert settings.limits.to_limits() == DEFAULT_LIMITS
     assert settings.topology_prefix == "meerkat"
     assert settings.membership is True
-    assert settings.heartbeat_seconds == 5
+    assert settings.heartbeat_seconds == 1
     assert settings.max_cached_runtimes == 10_000
 
 

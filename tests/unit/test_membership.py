@@ -1,74 +1,24 @@
-"""Membership without services: rendezvous ownership and the heartbeat loop over the in-memory
-store (a thin wrapper plays the database outage)."""
+"""Membership without services: the heartbeat loop over the in-memory store (a thin wrapper
+plays the database outage), announced changes, and a leaving worker's hand-over."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from persistence.errors import StoreUnavailable
 from persistence.memory import MemoryRuntimeStore
-from worker.membership import Membership, assignment, new_worker_id, owner_of
+from persistence.ports import MemberRow
+from worker.membership import Membership, new_worker_id
 
 pytestmark = pytest.mark.unit
 
 SHARDS = [f"meerkat.ingress.{k:02d}" for k in range(16)]
 T0 = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
-
-worker_ids = st.text(alphabet="abcdefghij0123456789-", min_size=1, max_size=12)
-worker_sets = st.sets(worker_ids, min_size=1, max_size=8)
-shard_lists = st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=40, unique=True)
-
-
-@given(shards=shard_lists, workers=worker_sets)
-def test_every_shard_has_exactly_one_owner(shards: list[str], workers: set[str]) -> None:
-    owned = {worker: assignment(shards, workers, worker) for worker in workers}
-    for shard in shards:
-        owners = [worker for worker, mine in owned.items() if shard in mine]
-        assert owners == [owner_of(shard, workers)]
-
-
-@given(shards=shard_lists, workers=worker_sets, newcomer=worker_ids)
-def test_a_joining_worker_takes_shards_only_for_itself(
-    shards: list[str], workers: set[str], newcomer: str
-) -> None:
-    grown = workers | {newcomer}
-    for shard in shards:
-        assert owner_of(shard, grown) in {owner_of(shard, workers), newcomer}
-
-
-@given(shards=shard_lists, workers=st.sets(worker_ids, min_size=2, max_size=8), data=st.data())
-def test_a_leaving_worker_moves_only_its_own_shards(
-    shards: list[str], workers: set[str], data: st.DataObject
-) -> None:
-    leaving = data.draw(st.sampled_from(sorted(workers)))
-    remaining = workers - {leaving}
-    for shard in shards:
-        before = owner_of(shard, workers)
-        if before != leaving:
-            assert owner_of(shard, remaining) == before
-
-
-@given(shards=shard_lists, workers=worker_sets, data=st.data())
-def test_ownership_does_not_depend_on_the_order_of_the_list(
-    shards: list[str], workers: set[str], data: st.DataObject
-) -> None:
-    shuffled = data.draw(st.permutations(sorted(workers)))
-    for shard in shards:
-        assert owner_of(shard, shuffled) == owner_of(shard, sorted(workers))
-
-
-def test_a_lone_worker_owns_every_shard_and_no_worker_owns_nothing() -> None:
-    assert assignment(SHARDS, ["only"], "only") == set(SHARDS)
-    assert assignment(SHARDS, [], "only") == set(SHARDS), "me counts as live"
-    with pytest.raises(ValueError, match="no live worker"):
-        owner_of(SHARDS[0], [])
-
 
 def test_worker_ids_are_unique_and_readable() -> None:
     first, second = new_worker_id(), new_worker_id()
@@ -90,9 +40,16 @@ class Recorder:
     def __init__(self, fail: int = 0) -> None:
         self.calls: list[set[str]] = []
         self.fail = fail
+        self._called = asyncio.Condition()
+
+    async def wait_for(self, count: int) -> None:
+        async with self._called:
+            await self._called.wait_for(lambda: len(self.calls) >= count)
 
     async def __call__(self, owned: set[str]) -> None:
         self.calls.append(owned)
+        async with self._called:
+            self._called.notify_all()
         if self.fail:
             self.fail -= 1
             raise ConnectionError("the broker refused")
@@ -110,15 +67,34 @@ class OutageStore:
     async def heartbeat(
         self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = ""
     ) -> list[str]:
+        rows = await self.heartbeat_members(worker_id, now=now, ttl=ttl, group=group)
+        return [row.worker_id for row in rows]
+
+    async def heartbeat_members(
+        self, worker_id: str, *, now: datetime, ttl: timedelta, group: str = "",
+        version: str = "", shards: Sequence[str] = (), announce: bool = False,
+    ) -> list[MemberRow]:
         async with self._counted:
             self.heartbeats += 1
             self._counted.notify_all()
         if self.down:
             raise StoreUnavailable("injected outage")
-        return await self.inner.heartbeat(worker_id, now=now, ttl=ttl, group=group)
+        return await self.inner.heartbeat_members(worker_id, now=now, ttl=ttl, group=group,
+                                                  version=version, shards=shards,
+                                                  announce=announce)
+
+    async def members(self, group: str = "", *, now: datetime, ttl: timedelta
+                      ) -> list[MemberRow]:
+        return await self.inner.members(group, now=now, ttl=ttl)
+
+    async def set_leaving(self, worker_id: str) -> None:
+        await self.inner.set_leaving(worker_id)
 
     async def leave(self, worker_id: str) -> None:
         await self.inner.leave(worker_id)
+
+    async def watch(self, group: str, on_change: Callable[[], None]) -> bool:
+        return await self.inner.watch(group, on_change)
 
     async def wait_heartbeats(self, count: int) -> None:
         async with self._counted:
@@ -238,3 +214,50 @@ async def test_stop_before_start_and_twice_is_harmless() -> None:
 def test_the_heartbeat_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         _membership(MemoryRuntimeStore(), "w", Clock(), Recorder(), heartbeat_seconds=0)
+
+
+async def test_a_worker_told_of_a_change_heartbeats_at_once() -> None:
+    """A join is announced: the worker already there recomputes without waiting an hour."""
+    store, clock, first_calls = MemoryRuntimeStore(), Clock(), Recorder()
+    first = _membership(store, "first", clock, first_calls, heartbeat_seconds=3600)
+    second = _membership(store, "second", clock, Recorder(), heartbeat_seconds=3600)
+    await first.start()
+    try:
+        await asyncio.sleep(0)  # its background tasks run once: it listens
+        owned_second = await second.start()
+        await asyncio.wait_for(first_calls.wait_for(2), 30)
+        assert first.told >= 1
+        assert first.owned == frozenset(SHARDS) - owned_second
+        assert len(first.owned) == len(owned_second) == len(SHARDS) // 2
+    finally:
+        await second.stop()
+        await first.stop()
+
+
+async def test_a_leaving_worker_still_counts_as_live_but_its_shards_move() -> None:
+    store, clock = MemoryRuntimeStore(), Clock()
+    stays = _membership(store, "stays", clock, Recorder())
+    goes = _membership(store, "goes", clock, Recorder())
+    await stays.tick()
+    await goes.tick()
+    assert await stays.tick() != frozenset(SHARDS)
+
+    await goes.set_leaving()
+    assert await stays.tick() == frozenset(SHARDS)
+    assert stays.live == ["goes", "stays"], "its work in flight is not taken over"
+    assert stays.takers() == ["stays"]
+    await goes.leave()
+    await stays.tick()
+    assert stays.live == ["stays"]
+
+
+async def test_the_row_records_version_and_shards() -> None:
+    store, clock = MemoryRuntimeStore(), Clock()
+    worker = _membership(store, "w", clock, Recorder())
+    await worker.tick()
+    await worker.tick()
+    (row,) = await store.members("g", now=clock.now, ttl=worker.ttl)
+    assert row.worker_id == "w"
+    assert row.shards == tuple(SHARDS)
+    assert row.version == worker.version
+    assert not row.leaving

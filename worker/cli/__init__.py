@@ -25,6 +25,7 @@ Layout (each module imports only modules above it in this list, never one below)
   broker connection of a command.
 - :mod:`worker.cli.dlq_commands`: ``dlq list|replay|purge``.
 - :mod:`worker.cli.verify`: ``verify``, the history checker of :mod:`worker.history`.
+- :mod:`worker.cli.members`: ``members``, the heartbeat rows of the deployment's workers.
 - :mod:`worker.cli.main`: the entry point ``main`` (the ``meerkat-worker`` script,
   ``python -m worker``, ``python -m worker.cli``): it runs the parser with :func:`~worker.cli.
   main.dispatch`, which loads the settings and runs the command's handler, found in a table

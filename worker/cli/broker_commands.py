@@ -38,7 +38,7 @@ from worker.cli.publish import build_command, build_prompt
 from worker.client import Client, NoReply, NotConfirmed, UnexpectedReply
 from worker.client.messages import message_id_of
 from worker.config import Settings
-from worker.connect import connect_broker
+from worker.connect import broker_addresses, connect_broker
 from worker.topology import Topology, TopologyError
 
 DEFAULT_WAIT_SECONDS = 30.0
@@ -195,7 +195,7 @@ async def broker(settings: Settings) -> AsyncIterator[AbstractConnection]:
 def broker_user(settings: Settings) -> str | None:
     """The user name in ``MEERKAT_AMQP_URL``: set as a command's ``user_id`` (the broker checks
     it is the connection's user), which ``MEERKAT_COMMAND_USERS`` allow-lists."""
-    return URL(settings.amqp_url.get_secret_value()).user or None
+    return URL(broker_addresses(settings.amqp_url.get_secret_value())[0]).user or None
 
 
 def _wait_seconds(args: argparse.Namespace) -> float:

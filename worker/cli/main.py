@@ -5,7 +5,8 @@ The grammar (commands, arguments, options, help, shell completion) is the Typer 
 settings and runs the command's handler ``cmd_<name>(args, settings) -> int``: ``run`` and
 ``schemas export`` here, the store commands in :mod:`worker.cli.store_commands`, the broker
 commands in :mod:`worker.cli.broker_commands`, the dead-queue commands in
-:mod:`worker.cli.dlq_commands`, the history checker in :mod:`worker.cli.verify`. A handler's
+:mod:`worker.cli.dlq_commands`, the history checker in :mod:`worker.cli.verify`, the listing of
+the workers in :mod:`worker.cli.members`. A handler's
 module is imported only when its command runs (by an ``import`` inside a loader function below),
 so that ``--help``, shell completion and ``schemas export`` stay fast and need none of the
 service libraries.
@@ -85,6 +86,12 @@ def _dlq_commands() -> dict[str, Handler]:
     }
 
 
+def _members_commands() -> dict[str, Handler]:
+    from worker.cli import members
+
+    return {"members": members.cmd_members}
+
+
 def _verify_commands() -> dict[str, Handler]:
     from worker.cli import verify
 
@@ -99,6 +106,7 @@ _IMPLEMENTATIONS: dict[str, Callable[[], dict[str, Handler]]] = {
     "send input": _broker_commands,
     "send command": _broker_commands,
     "inspect": _store_commands,
+    "members": _members_commands,
     "dlq list": _dlq_commands,
     "dlq replay": _dlq_commands,
     "dlq purge": _dlq_commands,

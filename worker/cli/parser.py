@@ -248,6 +248,13 @@ def inspect(ctx: typer.Context, runtime: Runtime, as_json: AsJson = False) -> No
     _go(ctx, "inspect", runtime=runtime, json=as_json)
 
 
+@app.command("members")
+def members(ctx: typer.Context, as_json: AsJson = False) -> None:
+    """List the deployment's workers: their state, version, heartbeat age and the shards each
+    consumes, and any shard no live worker consumes."""
+    _go(ctx, "members", json=as_json)
+
+
 dlq = _group("dlq", "Dead-lettered messages (queue meerkat.dead).")
 
 

@@ -119,6 +119,17 @@ class RuntimeDriver:
         """Forget the cached runtime; the next use reloads it from the store."""
         self._cache.drop(runtime_id)
 
+    def drop_unless_executing(self, runtime_id: str) -> bool:
+        """Forget the cached runtime unless this process executes its run; whether it did."""
+        if runtime_id in self._cache.live_runs:
+            return False
+        self._cache.drop(runtime_id)
+        return True
+
+    def holds(self, runtime_id: str) -> bool:
+        """Whether the runtime is cached or has a run executing here."""
+        return self._cache.get(runtime_id) is not None or runtime_id in self._cache.live_runs
+
     async def session(self, runtime_id: str) -> SessionSnapshot | None:
         """The runtime's latest session snapshot: the one this process committed or read last
         while the runtime stayed cached, else the store's."""

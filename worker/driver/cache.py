@@ -47,6 +47,11 @@ class RuntimeCache:
         self._entries.pop(runtime_id, None)
         self.snapshots.pop(runtime_id, None)
 
+    def _at_rest(self, runtime_id: str, runtime: Runtime) -> bool:
+        """No open transaction on it, no run, no live input: nothing here would miss it."""
+        return (runtime_id not in self._pins and runtime.current_run is None
+                and runtime_id not in self.live_runs and not runtime.live_inputs())
+
     def pin(self, runtime_id: str) -> None:
         self._pins[runtime_id] += 1
 
@@ -85,10 +90,7 @@ class RuntimeCache:
         for runtime_id in list(self._entries):
             if count <= 0:
                 return
-            runtime = self._entries[runtime_id]
-            if runtime_id in self._pins or runtime.current_run or runtime_id in self.live_runs:
-                continue
-            if runtime.live_inputs():
+            if not self._at_rest(runtime_id, self._entries[runtime_id]):
                 continue
             del self._entries[runtime_id]
             self.recoveries.pop(runtime_id, None)

@@ -14,6 +14,10 @@ an outage pauses the loop until the database and the blob store answer and the s
 decided again; another failure retries the window one item at a time; an item failing alone is
 held with backoff and dead-lettered after ``delivery_limit`` attempts. A delivery whose channel
 closed is dropped, never settled on another channel: the broker has already put it back.
+A window that fails while the next one is being decided puts that one back too, behind its own
+items, when they share a runtime: the next window may not have reached that runtime yet (so it
+does not depend on the failed one), and committing it would let a runtime's later message
+overtake the earlier one that failed (a version conflict at a hand-over, typically).
 
 The loop is a supervised task. If it dies while deciding a window, that window counts as failed
 when the loop starts again, so a message that kills the loop is dead-lettered in the end.
@@ -142,9 +146,13 @@ class Committer:
                 except Exception as exc:
                     self._deciding = None
                     window.transaction.discard()
-                    self._failed(window, exc)
+                    if not self._overtaken(window):
+                        self._failed(window, exc)
                     continue
                 self._deciding = None
+                if self._overtaken(window):
+                    window.transaction.discard()
+                    continue
                 await self._slots.acquire()
                 task = asyncio.get_running_loop().create_task(self._commit(window))
                 self._tasks.add(task)
@@ -174,13 +182,27 @@ class Committer:
             self._windows.pop(window.transaction, None)
             self._settler.changed(self.idle)
 
+    def _overtaken(self, window: Window) -> bool:
+        """Whether an earlier window failed while this one was being decided, and put its
+        items back behind its own (see :meth:`_failed`)."""
+        return window.transaction not in self._windows
+
     def _failed(self, window: Window, exc: BaseException) -> None:
         self._settler.failures += 1
         dependents = [self._windows[t] for t in window.transaction.dependents()
                       if t in self._windows]
         for dependent in dependents:
             del self._windows[dependent.transaction]
-        dead = self._isolation.failed(window, exc, dependents)
+        # The window being decided may hold later items of the failed window's runtimes
+        # without depending on it yet (it had not reached them): were it committed, they would
+        # overtake the failed ones. It goes back too, behind them, and is never committed.
+        deciding = self._deciding
+        behind: list[Window] = []
+        if deciding is not None and deciding is not window and _shares_runtime(
+                deciding, [window, *dependents]):
+            self._windows.pop(deciding.transaction, None)
+            behind.append(deciding)
+        dead = self._isolation.failed(window, exc, dependents, behind=behind)
         self._windows.pop(window.transaction, None)
         if dead:
             task = asyncio.get_running_loop().create_task(self._settler.settle(dead))
@@ -244,3 +266,8 @@ def _trace_commit(items: Sequence[Item], began: int, ended: int) -> None:
             tracing.child(item.trace, "commit", began, ended, size)
         else:
             tracing.step_committed(item.trace, ended)
+
+
+def _shares_runtime(window: Window, others: list[Window]) -> bool:
+    runtimes = {i.runtime_id for w in others for i in w.items if i.runtime_id is not None}
+    return any(i.runtime_id in runtimes for i in window.items)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
@@ -58,9 +58,12 @@ class Isolation:
         """Set when a window failed because a dependency is away: wait before the next one."""
 
     def failed(
-        self, window: Window, exc: BaseException, dependents: list[Window]
+        self, window: Window, exc: BaseException, dependents: list[Window],
+        behind: Sequence[Window] = (),
     ) -> list[tuple[Delivery, Settlement]]:
-        """Carry out the failure rows for ``window``; returns the dead letters to settle."""
+        """Carry out the failure rows for ``window``; returns the dead letters to settle.
+        ``dependents`` are aborted; the items of both and of ``behind`` (a window still being
+        decided, which its caller discards) go back behind the failed window's own."""
         log.warning("commit_failed", size=len(window.items), error=repr(exc))
         self._metrics.commit_failures.labels(error=type(exc).__name__).inc()
         if isinstance(exc, VersionConflict):
@@ -112,6 +115,8 @@ class Isolation:
         for dependent in dependents:
             dependent.transaction.abort()
             again.extend(dependent.items)
+        for later in behind:
+            again.extend(later.items)
         self._inbox.put_back(again)
         return dead
 

@@ -40,6 +40,7 @@ from worker.client import Client, CommandOutcome, InputOutcome, messages
 from worker.client.producer import Envelope
 from worker.client.wire import publish_confirmed
 from worker.config import Settings
+from worker.connect import broker_addresses
 from worker.runs.executors import Executor
 from worker.testing.isolation import Deployment
 from worker.testing.observe import DEFAULT_WAIT_SECONDS, DeadLetterTap, EventRecorder, within
@@ -84,7 +85,7 @@ class WorkerHarness:
 
     async def start(self) -> WorkerHarness:
         """Connect, declare the topology, start observing, then start a worker."""
-        url = self.settings.amqp_url.get_secret_value()
+        url = broker_addresses(self.settings.amqp_url.get_secret_value())[0]
         self._connection = await aio_pika.connect(url)
         channel = await self._connection.channel()
         await self.topology.declare(channel)
