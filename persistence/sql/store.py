@@ -196,7 +196,7 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
             )
             running, pending = running.where(others), pending.where(others)
         if group is not None:
-            ours = or_(runtimes.c.writer_group.is_(None), runtimes.c.writer_group == group)
+            ours = _own_group(runtimes.c.writer_group, group)
             running, pending = running.where(ours), pending.where(ours)
         ids = union(running, pending).subquery()
         async with self._reading() as conn:
