@@ -43,18 +43,26 @@ async def drain(queue: aio_pika.abc.AbstractQueue, count: int) -> list[AbstractI
     return got
 
 
+async def topic_with_queue(
+    connection: AbstractRobustConnection, arguments: dict[str, int | str] | None = None
+) -> tuple[aio_pika.abc.AbstractChannel, aio_pika.abc.AbstractExchange, aio_pika.abc.AbstractQueue]:
+    """A confirming channel, a topic exchange of a fresh name and a queue bound to all of it."""
+    channel = await connection.channel(publisher_confirms=True)
+    name = f"batch-{uuid.uuid4().hex[:8]}"
+    exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, auto_delete=True)
+    queue = await channel.declare_queue(name, exclusive=True, arguments=arguments)
+    await queue.bind(exchange, "#")
+    return channel, exchange, queue
+
+
 async def test_a_batch_arrives_whole_in_order_with_its_properties(
     amqp_connection: AbstractRobustConnection,
 ) -> None:
-    channel = await amqp_connection.channel(publisher_confirms=True)
-    name = f"batch-{uuid.uuid4().hex[:8]}"
-    exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, auto_delete=True)
-    queue = await channel.declare_queue(name, exclusive=True)
-    await queue.bind(exchange, "#")
+    channel, exchange, queue = await topic_with_queue(amqp_connection)
     big = b'"' + b"x" * 300_000 + b'"'  # more than one frame (frame_max is 128 KiB)
     batch = [outgoing(i, big if i == 7 else None) for i in range(500)]
     async with asyncio.timeout(WAIT_SECONDS):
-        await publish_batch(channel, name, batch)
+        await publish_batch(channel, exchange.name, batch)
     received = await drain(queue, len(batch))
     assert [m.message_id for m in received] == [o.message_id for o in batch]
     assert [m.body for m in received] == [o.body for o in batch]
@@ -71,17 +79,13 @@ async def test_a_batch_arrives_whole_in_order_with_its_properties(
 async def test_batches_and_single_publishes_share_a_channel(
     amqp_connection: AbstractRobustConnection,
 ) -> None:
-    channel = await amqp_connection.channel(publisher_confirms=True)
-    name = f"batch-{uuid.uuid4().hex[:8]}"
-    exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, auto_delete=True)
-    queue = await channel.declare_queue(name, exclusive=True)
-    await queue.bind(exchange, "#")
+    channel, exchange, queue = await topic_with_queue(amqp_connection)
     singles = [aio_pika.Message(body=f"s{i}".encode()) for i in range(50)]
     batches = [[outgoing(b * 100 + i) for i in range(100)] for b in range(5)]
     async with asyncio.timeout(WAIT_SECONDS):
         await asyncio.gather(
             *(exchange.publish(m, routing_key="single") for m in singles),
-            *(publish_batch(channel, name, batch) for batch in batches),
+            *(publish_batch(channel, exchange.name, batch) for batch in batches),
         )
     received = await drain(queue, len(singles) + 500)
     bodies = [m.body for m in received]
@@ -96,15 +100,11 @@ async def test_batches_and_single_publishes_share_a_channel(
 async def test_a_nacked_message_fails_the_batch(
     amqp_connection: AbstractRobustConnection,
 ) -> None:
-    channel = await amqp_connection.channel(publisher_confirms=True)
-    name = f"batch-{uuid.uuid4().hex[:8]}"
-    exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, auto_delete=True)
-    arguments = {"x-max-length": 1, "x-overflow": "reject-publish"}
-    queue = await channel.declare_queue(name, exclusive=True, arguments=arguments)
-    await queue.bind(exchange, "#")
+    arguments: dict[str, int | str] = {"x-max-length": 1, "x-overflow": "reject-publish"}
+    channel, exchange, queue = await topic_with_queue(amqp_connection, arguments)
     with pytest.raises(DeliveryError):
         async with asyncio.timeout(WAIT_SECONDS):
-            await publish_batch(channel, name, [outgoing(i) for i in range(3)])
+            await publish_batch(channel, exchange.name, [outgoing(i) for i in range(3)])
     assert (await drain(queue, 1))[0].body == b'{"n":0}'
     await channel.close()
 
