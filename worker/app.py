@@ -45,6 +45,7 @@ from worker.broker import BrokerLink, Link
 from worker.config import Settings
 from worker.consumer import ShardConsumers
 from worker.driver import RuntimeDriver
+from worker.event_selection import EventSelection
 from worker.faults import FaultPlan
 from worker.health import HealthServer, ReadinessError
 from worker.membership import MISSED_HEARTBEATS, Membership, new_worker_id
@@ -145,7 +146,8 @@ class Worker:
         self.driver = RuntimeDriver(self.store, self.blobs, limits=settings.limits.to_limits(),
                                     max_cached_runtimes=settings.max_cached_runtimes,
                                     destroy_unknown_runtimes=settings.destroy_unknown_runtimes,
-                                    live_peers=self._live_peers, faults=faults)
+                                    live_peers=self._live_peers, faults=faults,
+                                    events=EventSelection.parse(settings.events))
         self.phase = "connecting to the broker"
         self.broker = BrokerLink(settings.amqp_url.get_secret_value(), self.topology,
                                  faults=faults, connect_timeout=settings.connect_timeout_seconds)

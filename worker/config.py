@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(
         1.0, gt=0, description="membership heartbeat interval; a worker silent for 3 is gone"
     )
+    events: str = Field(
+        "*", description="event codes written to the outbox and published: codes or patterns, "
+        "comma-separated (run.*,input.consumed); input.rejected and command.rejected always"
+    )
     outbox_retention_seconds: float = Field(
         3600.0, gt=0, description="sent outbox events older than this are deleted"
     )
@@ -214,6 +218,14 @@ class Settings(BaseSettings):
         from worker.faults import FaultPlan  # a bad plan is a configuration error (exit 2)
 
         FaultPlan.parse(value)
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _event_selection_parses(cls, value: str) -> str:
+        from worker.event_selection import EventSelection  # an unknown code is a config error
+
+        EventSelection.parse(value)
         return value
 
     @field_validator("command_users")

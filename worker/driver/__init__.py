@@ -43,6 +43,7 @@ from worker.core import (
 )
 from worker.driver.cache import RuntimeCache, SignalListener
 from worker.driver.transaction import Aborted, Setup, Transaction, Transactions
+from worker.event_selection import EVERYTHING, EventSelection
 from worker.faults import NO_FAULTS, FaultPlan
 from worker.ids import live_context
 
@@ -64,11 +65,13 @@ class RuntimeDriver:
         faults: FaultPlan = NO_FAULTS,
         destroy_unknown_runtimes: bool = False,
         live_peers: Callable[[], Collection[str]] = frozenset,
+        events: EventSelection = EVERYTHING,
     ) -> None:
         self._live_peers = live_peers
         """The ids of the other live workers (membership)."""
         self._store = store
         self._blobs = blobs
+        self._events = events
         self._context = context
         self._cache = RuntimeCache(max_cached_runtimes)
         self._loading: dict[str, asyncio.Lock] = {}
@@ -79,6 +82,7 @@ class RuntimeDriver:
             cache=self._cache, store=store, blobs=blobs, load=self.load,
             prefetch=self.prefetch, context=context,
             limits=limits, max_batch=max_batch, unknown_runtimes=unknown, faults=faults,
+            events=events,
         ))
 
     def transaction(self) -> Transaction:
@@ -217,7 +221,7 @@ class RuntimeDriver:
         decision = recover(runtime_id, stored.row, stored.inputs, stored.receipts,
                            self._context(), live_run=self._cache.live_runs.get(runtime_id))
         if decision.mutations:
-            await self._store.commit([decision])
+            await self._store.commit(self._events.kept([decision]))
         runtime = archive_terminal(decision.runtime)
         if decision.recovery is not None and stored.row is not None:
             self._cache.recoveries[runtime_id] = decision.recovery

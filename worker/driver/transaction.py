@@ -59,6 +59,7 @@ from worker.core import (
     then,
 )
 from worker.driver.cache import RuntimeCache
+from worker.event_selection import EVERYTHING, EventSelection
 from worker.faults import FaultPlan
 from worker.runs.executors import RunResult
 
@@ -88,6 +89,8 @@ class Setup:
     max_batch: int
     unknown_runtimes: UnknownRuntimes
     faults: FaultPlan
+    events: EventSelection = EVERYTHING
+    """The event codes the store is given (``MEERKAT_EVENTS``)."""
 
 
 class Transactions:
@@ -329,7 +332,7 @@ class Transaction:
             )
             await setup.faults.reach("after_blob_put")
         try:
-            await setup.store.commit(self.decisions)
+            await setup.store.commit(setup.events.kept(self.decisions))
         except (CommitOutcomeUnknown, VersionConflict):
             for runtime_id in self.working:
                 setup.cache.drop(runtime_id)
