@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 import time
@@ -29,7 +30,7 @@ from bench.raw import run_raw
 from bench.report import ORDER, Row, ordered, table, write_json
 from bench.scenarios import EchoPlan, label, run_echo, run_slow
 from bench.session import Context, Templates
-from bench.workerproc import THIS_CHECKOUT, WorkerBuild
+from bench.workerproc import REPO_ROOT, THIS_CHECKOUT, WorkerBuild
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,12 @@ class Unit:
 
 def plan(args: argparse.Namespace, context: Context) -> list[Unit]:
     selected = set(args.selected)
-    builds = [THIS_CHECKOUT] if args.baseline is None else \
-        [WorkerBuild(args.baseline.resolve()), THIS_CHECKOUT]
+    this = dataclasses.replace(THIS_CHECKOUT, overrides=tuple(args.worker_setting))
+    builds = [this]
+    if args.baseline is not None:
+        root = args.baseline.resolve()
+        # This checkout as its own baseline: the same code without --worker-setting.
+        builds.insert(0, WorkerBuild(root, name="baseline" if root == REPO_ROOT else ""))
     units: list[Unit] = []
     if "raw" in selected:
         units.append(Unit(("raw",), lambda: _one(run_raw(

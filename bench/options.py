@@ -62,9 +62,21 @@ def parser() -> argparse.ArgumentParser:
                    help="also run each worker scenario with the worker of CHECKOUT (another "
                         "checkout of the project, with its own .venv), just before this "
                         "checkout's: before and after, side by side, in one run")
+    p.add_argument("--worker-setting", action="append", default=[], metavar="NAME=VALUE",
+                   type=_setting,
+                   help="a MEERKAT_* setting for every worker of this checkout (repeatable), "
+                        "e.g. MEERKAT_EVENTS=run.*; with --baseline . the same code without it "
+                        "runs beside")
     p.add_argument("--stall-timeout", type=float, default=60.0,
                    help="fail a wait whose count has not moved for this long (seconds)")
     return p
+
+
+def _setting(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.startswith("MEERKAT_"):
+        raise argparse.ArgumentTypeError(f"expected MEERKAT_NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

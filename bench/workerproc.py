@@ -1,6 +1,7 @@
 """The worker as a subprocess: its environment, ``migrate``, ``topology declare``, ``run``.
 
-The environment is the caller's without any ``MEERKAT_*`` variable, plus the scenario's settings.
+The environment is the caller's without any ``MEERKAT_*`` variable, plus the scenario's settings,
+plus the build's own (``--worker-setting``).
 The working directory is the scenario's temporary directory, so no ``.env`` file of the checkout
 applies; ``PYTHONPATH`` gets the repository root so that ``MEERKAT_EXECUTOR`` can name
 ``bench.executors``. Output (stdout and stderr) goes to ``worker.log`` in that directory.
@@ -33,9 +34,15 @@ class WorkerBuild:
     (an earlier version, to measure before and after in one run) with its own ``.venv``."""
 
     root: Path = REPO_ROOT
+    overrides: tuple[tuple[str, str], ...] = ()
+    """``MEERKAT_*`` settings given to every worker of this build, over the scenario's."""
+    name: str = ""
+    """The label of its rows; empty: none for this checkout, the folder's name for another."""
 
     @property
     def label(self) -> str:
+        if self.name:
+            return self.name
         return "" if self.root == REPO_ROOT else self.root.name
 
     def program(self) -> list[str]:
@@ -58,6 +65,7 @@ class WorkerBuild:
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = os.pathsep.join([*roots, *([path] if path else [])])
         env.update(settings)
+        env.update(self.overrides)
         return env
 
 

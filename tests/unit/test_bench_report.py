@@ -113,3 +113,10 @@ def test_the_command_line_refuses_what_cannot_be_measured(
             parse_args(argv)
         assert exit_info.value.code == 2
     assert "unknown scenario" in capsys.readouterr().err
+
+
+def test_worker_settings_are_parsed_and_checked() -> None:
+    args = parse_args(["--worker-setting", "MEERKAT_EVENTS=run.*,input.consumed"])
+    assert args.worker_setting == [("MEERKAT_EVENTS", "run.*,input.consumed")]
+    with pytest.raises(SystemExit):
+        parse_args(["--worker-setting", "EVENTS=run.*"])
