@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(
         1.0, gt=0, description="membership heartbeat interval; a worker silent for 3 is gone"
     )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="auto (uvloop when installed), uvloop or asyncio"
+    )
     events: str = Field(
         "*", description="event codes written to the outbox and published: codes or patterns, "
         "comma-separated (run.*,input.consumed); input.rejected and command.rejected always"
@@ -218,6 +221,15 @@ class Settings(BaseSettings):
         from worker.faults import FaultPlan  # a bad plan is a configuration error (exit 2)
 
         FaultPlan.parse(value)
+        return value
+
+    @field_validator("event_loop")
+    @classmethod
+    def _uvloop_is_there(cls, value: str) -> str:
+        from worker.event_loop import uvloop_installed
+
+        if value == "uvloop" and not uvloop_installed():
+            raise ValueError("uvloop is not installed (pip install uvloop, or choose auto)")
         return value
 
     @field_validator("events")

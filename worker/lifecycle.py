@@ -24,8 +24,9 @@ raised as :class:`~worker.refusals.StartupFailed` (exit code 5).
 
 Once start-up has completed, the start-up line ``worker_started`` is logged (the version, the
 worker id, the prefix, the shards and those owned, the executor, the HTTP port, the trace
-exporters, the fault plan; every setting, masked, at debug as ``worker_settings``), and before
-the worker waits for a stop the garbage collector is tuned for a long-lived heap
+exporters, the fault plan, the event loop (:mod:`worker.event_loop`), the events emitted; every
+setting, masked, at debug as ``worker_settings``), and before the worker waits for a stop the
+garbage collector is tuned for a long-lived heap
 (:func:`worker.gcpolicy.tune_for_throughput`).
 
 The process (:func:`run_worker`) sets up logging at ``MEERKAT_LOG_FORMAT`` and
@@ -48,6 +49,8 @@ import structlog
 from worker import tracing
 from worker.app import EXIT_FATAL, Worker
 from worker.config import Settings
+from worker.event_loop import loop_factory, loop_name
+from worker.event_selection import EventSelection
 from worker.faults import FaultPlan
 from worker.gcpolicy import tune_for_throughput
 from worker.logs import configure_logging
@@ -103,7 +106,8 @@ def run_worker(settings: Settings) -> int:
     configure_logging(settings.log_format, settings.log_level)
     tracing.configure(install_global=True)
     try:
-        return asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            return runner.run(serve(settings))
     finally:
         tracing.shutdown()
 
@@ -166,7 +170,9 @@ def _log_started(worker: Worker) -> None:
              prefix=worker.topology.prefix, shards=len(worker.topology.queue_names()),
              owned=len(worker.consumers.owned) if worker.consumers else 0,
              executor=settings.executor, http_port=worker.health.port if worker.health else None,
-             tracing=tracing.exporters(), faults=FaultPlan.parse(settings.fault).spec() or None)
+             tracing=tracing.exporters(), faults=FaultPlan.parse(settings.fault).spec() or None,
+             event_loop=loop_name(asyncio.get_running_loop()),
+             events=EventSelection.parse(settings.events).describe())
     log.debug("worker_settings", settings=settings.redacted())
 
 
