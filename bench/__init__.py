@@ -39,8 +39,8 @@ Scenarios (the README's table says the same, shorter):
     Prompts of about 500 bytes over many runtimes, one in ten with a small inline PNG, with the
     default (echo) executor: from the first to the last admission (``inputs.created_at``); then,
     in the same worker run, until every input is ``consumed`` (the last ``inputs.updated_at`` of
-    a consumed row); then publish → reply of paced requests (direct reply-to) at half the rate
-    ``accept`` measured, p50 and p99.
+    a consumed row); then publish → reply of paced requests (direct reply-to) at half the most
+    the worker sustains (the lower of the rates ``accept`` and ``e2e`` measured), p50 and p99.
 ``slow`` (:mod:`bench.scenarios`)
     One prompt for each of many runtimes, with an executor that sleeps 1 s; runs per second over
     the same interval as ``e2e``, against the ideal ``max concurrent runs / 1 s``.

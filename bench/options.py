@@ -1,8 +1,8 @@
 """The command line of ``python -m bench``: the scenarios to run and their sizes.
 
 Sizes default to :data:`FULL`, or :data:`QUICK` with ``--quick``; any size given on the command
-line wins. ``latency`` publishes at half the rate ``accept`` measured in the same run, so
-selecting it selects ``accept`` too, unless ``--latency-rate`` sets the rate.
+line wins. ``latency`` publishes at half the lower of the rates ``accept`` and ``e2e`` measured
+in the same run, so selecting it selects ``accept`` too, unless ``--latency-rate`` sets the rate.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name.replace('_', '-')}", type=int,
                        help=f"{HELP[name]} (default {default:,})")
     p.add_argument("--latency-rate", type=float, metavar="PER_SECOND",
-                   help="the latency scenario's request rate (default: half of accept's rate)")
+                   help="the latency scenario's request rate (default: half of the lower of accept's and e2e's rates)")
     p.add_argument("--max-concurrent-runs", type=int,
                    help="MEERKAT_MAX_CONCURRENT_RUNS for slow (default: the worker's own)")
     p.add_argument("--only", action="append", metavar="NAMES",

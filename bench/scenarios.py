@@ -4,7 +4,8 @@ the echo executor) and ``slow`` (a session of its own).
 ``accept``, ``e2e`` and ``latency`` share one worker run: the shard queues are pre-filled with
 the workload, the worker started, and the admissions timed (``accept``); the same run goes on
 until every input is consumed (``e2e``); the worker, now idle, then answers paced requests
-(``latency``, :mod:`bench.latency`) at half the rate ``accept`` just measured. A run that stops
+(``latency``, :mod:`bench.latency`) at half the most it sustains: the lower of the rates
+``accept`` and ``e2e`` just measured. A run that stops
 after ``accept`` measures exactly what the first part of a longer one does: the worker cannot
 tell. ``slow`` pre-fills one prompt per runtime for an executor that sleeps 1 s.
 """
@@ -44,7 +45,7 @@ class EchoPlan:
     latency_requests: int | None
     """``None``: no ``latency``."""
     latency_rate: float | None = None
-    """Requests per second; ``None``: half the rate ``accept`` measured."""
+    """Requests per second; ``None``: half the lower of ``accept``'s and ``e2e``'s rates."""
 
     @property
     def until_consumed(self) -> bool:
@@ -90,8 +91,12 @@ async def run_echo(context: Context, build: WorkerBuild, plan: EchoPlan) -> list
                                 e2e_seconds, e2e_rate, "inputs/s",
                                 details=dict(base)))
         if plan.latency_requests is not None:
-            rate = plan.latency_rate or accept_rate / 2
-            source = "given" if plan.latency_rate else f"half of accept's {accept_rate:.1f}/s"
+            # The most the worker sustains is the lower of its admission and consumption rates:
+            # past consumption, the queue (and so the latency) grows for as long as it runs.
+            assert e2e_rate is not None  # latency runs until every input is consumed
+            sustained, which = min((accept_rate, "accept"), (e2e_rate, "e2e"))
+            rate = plan.latency_rate or sustained / 2
+            source = "given" if plan.latency_rate else f"half of {which}'s {sustained:.1f}/s"
             with session.timed("latency"):
                 row = await measure_latency(session, requests=plan.latency_requests,
                                             runtimes=plan.runtimes, rate=rate, source=source,
