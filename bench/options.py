@@ -45,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name.replace('_', '-')}", type=int,
                        help=f"{HELP[name]} (default {default:,})")
     p.add_argument("--latency-rate", type=float, metavar="PER_SECOND",
-                   help="the latency scenario's request rate (default: half of the lower of accept's and e2e's rates)")
+                   help="the latency scenario's request rate "
+                        "(default: half of the lower of accept's and e2e's rates)")
     p.add_argument("--max-concurrent-runs", type=int,
                    help="MEERKAT_MAX_CONCURRENT_RUNS for slow (default: the worker's own)")
     p.add_argument("--only", action="append", metavar="NAMES",
