@@ -76,7 +76,7 @@ def worker_units(args: argparse.Namespace, context: Context, build: WorkerBuild,
         units.append(Unit(_names(build, echo), lambda: run_echo(context, build, echo_plan)))
     if "slow" in selected:
         units.append(Unit(_names(build, ["slow"]), lambda: _one(run_slow(
-            context, build, args.slow_runs, args.max_concurrent_runs))))
+            context, build, args.slow_runs, args.max_concurrent_runs or None))))
     hot = [n for n in ("hot", "cold") if n in selected]
     if hot:
         hot_plan = HotPlan(queued=args.hot_queued, inputs=args.hot_inputs, hot="hot" in hot,

@@ -20,6 +20,8 @@ FULL = {"inputs": 20_000, "runtimes": 200, "slow_runs": 2_000, "latency_requests
         "hot_queued": 10_000, "hot_inputs": 2_000, "memory_runtimes": 2_000}
 QUICK = {"inputs": 300, "runtimes": 30, "slow_runs": 24, "latency_requests": 200,
          "hot_queued": 500, "hot_inputs": 100, "memory_runtimes": 100}
+SLOW_CONCURRENCY = 1_000
+"""The concurrency ``slow`` measures at: the speed target names 1,000 concurrent runs."""
 MAX_CACHED_RUNTIMES: int = Settings.model_fields["max_cached_runtimes"].default
 HELP = {
     "inputs": "messages of raw, dramatiq, accept, e2e and disk",
@@ -47,8 +49,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-rate", type=float, metavar="PER_SECOND",
                    help="the latency scenario's request rate "
                         "(default: half of the lower of accept's and e2e's rates)")
-    p.add_argument("--max-concurrent-runs", type=int,
-                   help="MEERKAT_MAX_CONCURRENT_RUNS for slow (default: the worker's own)")
+    p.add_argument("--max-concurrent-runs", type=int, default=SLOW_CONCURRENCY,
+                   help=f"MEERKAT_MAX_CONCURRENT_RUNS for slow (default {SLOW_CONCURRENCY:,}; "
+                        "0: the worker's own default)")
     p.add_argument("--only", action="append", metavar="NAMES",
                    help=f"comma-separated scenarios to run, of {', '.join(SCENARIOS)}")
     p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
