@@ -1,6 +1,7 @@
 """The worker process: wires the store, blob store, driver, broker link, consumers, committer,
-run loop, outbox relay, membership, retention (the pruner, :mod:`worker.retention`) and HTTP
-endpoint, supervises them, and stops gracefully.
+run loop, outbox relay (inline, or in a child process: :mod:`worker.relay_process`), membership,
+retention (the pruner, :mod:`worker.retention`) and HTTP endpoint, supervises them, and stops
+gracefully.
 
 Every long-lived task runs under the :class:`~worker.supervisor.Supervisor`: a task that dies
 is logged with its exception and restarted with backoff, and one that keeps dying brings the
@@ -14,7 +15,8 @@ Start-up order finds what is wrong before any message is taken: the HTTP endpoin
 port clash stops the worker at once, and ``/readyz`` answers 503 naming the start-up step until
 the worker consumes), then the executor is imported, then the database (its schema must be at
 head) and the blob store, then the broker (its shard count and declarations checked before
-anything is consumed), then membership. Each first contact with a dependency is bounded by
+anything is consumed), then membership, then the outbox relay's first pass (its child process
+up, where it runs apart). Each first contact with a dependency is bounded by
 ``MEERKAT_CONNECT_TIMEOUT_SECONDS``. A start-up that fails or is cancelled stops whatever it
 had started, as a drain would, so a membership row it wrote is deleted at once.
 
@@ -50,9 +52,10 @@ from worker.faults import FaultPlan
 from worker.health import HealthServer, ReadinessError
 from worker.membership import MISSED_HEARTBEATS, Membership, new_worker_id
 from worker.metrics import Metrics
-from worker.outbox import OutboxRelay
-from worker.pipeline.authz import Access, command_users
+from worker.outbox import EventRelay
+from worker.pipeline.access import access_of
 from worker.pipeline.committer import Committer
+from worker.relay_process import outbox_relay
 from worker.resume import LeftWork
 from worker.retention import Retention, RetentionPolicy, prunes_here
 from worker.runs.executors import Executor, load_executor
@@ -76,17 +79,6 @@ COMMITTER_POLICY = RestartPolicy(max_restarts=20, window_seconds=60.0)
 attempt, so a message that kills the loop is dead-lettered long before this gives up."""
 
 
-def access_of(settings: Settings, topology: Topology) -> Access:
-    """The authorization rules of the deployment (:mod:`worker.pipeline.authz`)."""
-    return Access(
-        ingress_exchange=topology.ingress_exchange,
-        commands_exchange=topology.commands_exchange,
-        command_users=command_users(settings.command_users),
-        reply_queue_prefix=settings.reply_queue_prefix,
-        own_prefix=topology.prefix,
-    )
-
-
 @dataclass
 class Worker:
     settings: Settings
@@ -103,7 +95,7 @@ class Worker:
     broker: BrokerLink | None = None
     committer: Committer | None = None
     run_loop: RunLoop | None = None
-    outbox: OutboxRelay | None = None
+    outbox: EventRelay | None = None
     consumers: ShardConsumers | None = None
     health: HealthServer | None = None
     membership: Membership | None = None
@@ -153,7 +145,8 @@ class Worker:
                                  faults=faults, connect_timeout=settings.connect_timeout_seconds)
         first_link = await self.broker.connect_once()  # an unreachable broker fails start-up
         self.watchdog = Watchdog(settings.stall_seconds)
-        self.outbox = OutboxRelay(self.store, self.broker, metrics=self.metrics, faults=faults)
+        self.outbox = outbox_relay(settings, self.topology, self.store, self.broker,
+                                   worker_id=self.worker_id, metrics=self.metrics, faults=faults)
         self.committer = Committer(
             self.driver, self.broker, limits=settings.limits.to_limits(),
             access=access_of(settings, self.topology), delivery_limit=settings.delivery_limit,
@@ -191,6 +184,8 @@ class Worker:
             await self.membership.start()
         self.phase = "resuming work left behind"
         await self.resume_left_work()
+        self.phase = "starting the outbox relay"
+        await self._bounded(self.outbox.wait_started(), "the outbox relay")
         self._start_retention()
         self._add_health_checks()
         self.phase = "finishing start-up"
@@ -244,16 +239,12 @@ class Worker:
     def _start_retention(self) -> None:
         """The pruner and the dead queue's gauge (measured at once), the broker link up."""
         assert self.store is not None
-        assert self.broker is not None
         assert self.supervisor is not None
         broker, dead_queue = self.broker, self.topology.dead_queue
-
-        async def measure() -> int:
-            return await broker.message_count(dead_queue)
-
+        assert broker is not None
         self.retention = Retention(
             self.store, RetentionPolicy.from_settings(self.settings), self.metrics,
-            measure_dead_queue=measure,
+            measure_dead_queue=lambda: broker.message_count(dead_queue),
             dead_letter_max_length=self.topology.dead_letter_max_length,
             should_prune=lambda: prunes_here(
                 self.worker_id, self.membership.live if self.membership else []
@@ -291,6 +282,7 @@ class Worker:
         assert self.run_loop is not None
         stall = self.settings.stall_seconds
         outbox, run_loop = self.outbox, self.run_loop
+        self.health.add_check("outbox", outbox.readiness)
         self.health.add_liveness_check("pipeline", self.watchdog.check)
         self.health.add_liveness_check("outbox", lambda: outbox.check(stall))
         self.health.add_liveness_check("runs", lambda: run_loop.check(stall))

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -176,6 +184,11 @@ class Settings(BaseSettings):
         100_000, ge=1,
         description="x-max-length of the dead queue; past it the oldest dead letters are dropped",
     )
+    outbox_relay: Literal["auto", "process", "inline"] = Field(
+        "auto",
+        description="where the outbox relay runs: a child process of its own (process), the "
+        "worker's event loop (inline), or auto: process on PostgreSQL, inline otherwise",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -209,6 +222,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"the scheme {scheme!r} is not one of {', '.join(schemes)}; "
                                  f"write it as {example}")
         return value
+
+    @model_validator(mode="after")
+    def _relay_process_needs_a_shared_database(self) -> Settings:
+        if self.outbox_relay == "process" and not _is_postgresql(self.database_url):
+            raise ValueError("MEERKAT_OUTBOX_RELAY=process needs a PostgreSQL database: a "
+                             "SQLite file or memory:// store is owned by one process")
+        return self
+
+    @property
+    def relay_runs_apart(self) -> bool:
+        """Whether the outbox relay runs in a child process of its own (see ``outbox_relay``)."""
+        if self.outbox_relay == "auto":
+            return _is_postgresql(self.database_url)
+        return self.outbox_relay == "process"
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -338,6 +365,10 @@ def _mask_one(url: str) -> str:
         # urlunsplit would turn "sqlite:///x" into "sqlite:/x".
         return url
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _is_postgresql(url: SecretStr) -> bool:
+    return url.get_secret_value().lower().startswith(("postgresql", "postgres:"))
 
 
 def load_settings() -> Settings:

@@ -30,6 +30,12 @@ Cost: :meth:`FaultPlan.reach` sits on hot paths (every delivery, every loop turn
 plan, it is one attribute test inside an ``await`` of a coroutine that never suspends; the
 unit tests measure it. Only points named in the plan are counted.
 
+The outbox relay's points (:data:`RELAY_POINTS`) are reached in the relay's child process when
+it runs apart (:mod:`worker.relay_child`): the child acts on :meth:`FaultPlan.restricted` to
+them, whose ``kill`` SIGKILLs the worker first (the ``companion``), so that a kill there is still
+the crash of the whole worker, and whose ``raise`` and ``hang`` tell ``on_fire``, so that the
+worker hands the point to no later child: each point fires once per worker, as in one process.
+
 Every point is reached with ``await plan.reach(point)`` except those in :data:`SYNC_POINTS`,
 which are reached from plain functions with :meth:`FaultPlan.reach_sync`; ``hang`` makes no
 sense without an event loop, so the parser refuses it for those.
@@ -38,11 +44,12 @@ sense without an event loop, so the parser refuses it for those.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -70,6 +77,9 @@ FAULT_POINTS: Mapping[str, str] = MappingProxyType(
     }
 )
 """Every fault point: name → where it is reached."""
+
+RELAY_POINTS: frozenset[str] = frozenset({"outbox_loop", "during_outbox_publish"})
+"""The points the outbox relay reaches (in its child process, when it runs apart)."""
 
 SYNC_POINTS: frozenset[str] = frozenset()
 """Points reached with :meth:`FaultPlan.reach_sync` (no event loop): ``hang`` is refused there."""
@@ -106,8 +116,11 @@ class Fault:
 class FaultPlan:
     """The parsed ``MEERKAT_FAULT``: which points act, on which reach, how."""
 
-    def __init__(self, faults: tuple[Fault, ...] = ()) -> None:
+    def __init__(self, faults: tuple[Fault, ...] = (), *, companion: int | None = None,
+                 on_fire: Callable[[str], None] | None = None) -> None:
         self.faults = faults
+        self._companion = companion
+        self._on_fire = on_fire
         self._pending = {fault.point: fault for fault in faults}
         self._counts = dict.fromkeys(self._pending, 0)
         # reach_sync may come from another thread; counting must not skip or repeat a number.
@@ -137,6 +150,13 @@ class FaultPlan:
     def __repr__(self) -> str:
         return f"FaultPlan.parse({self.spec()!r})"
 
+    def restricted(self, points: Collection[str], *, companion: int | None = None,
+                   on_fire: Callable[[str], None] | None = None) -> FaultPlan:
+        """The plan of ``points`` only: its ``kill`` first SIGKILLs the process ``companion``,
+        ``on_fire(point)`` is told of each ``raise`` or ``hang`` as it fires."""
+        kept = tuple(f for f in self.faults if f.point in points)
+        return FaultPlan(kept, companion=companion, on_fire=on_fire) if kept else NO_FAULTS
+
     def spec(self) -> str:
         """The plan written back as a spec."""
         return ",".join(f"{f.point}:{f.at}:{f.action.value}" for f in self.faults)
@@ -150,6 +170,8 @@ class FaultPlan:
             return
         if fault.action is FaultAction.HANG:
             _warn(fault, count)
+            if self._on_fire is not None:
+                self._on_fire(fault.point)
             await asyncio.get_running_loop().create_future()
         self._act(fault, count)
 
@@ -178,11 +200,12 @@ class FaultPlan:
             del self._pending[point]
             return fault, count
 
-    @staticmethod
-    def _act(fault: Fault, count: int) -> None:
+    def _act(self, fault: Fault, count: int) -> None:
         if fault.action is FaultAction.KILL:
-            _crash(fault, count)
+            _crash(fault, count, self._companion)
         _warn(fault, count)
+        if self._on_fire is not None:
+            self._on_fire(fault.point)
         raise FaultInjected(fault.point, count)
 
 
@@ -223,7 +246,7 @@ def _warn(fault: Fault, count: int) -> None:
     log.warning("fault_injected", point=fault.point, action=fault.action.value, count=count)
 
 
-def _crash(fault: Fault, count: int) -> None:
+def _crash(fault: Fault, count: int, companion: int | None = None) -> None:
     # Straight to the file descriptor: a buffered or queued logger would die with the process.
     line = json.dumps(
         {
@@ -236,4 +259,7 @@ def _crash(fault: Fault, count: int) -> None:
         }
     )
     os.write(2, (line + "\n").encode())
+    if companion is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(companion, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)

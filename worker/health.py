@@ -33,9 +33,10 @@ from worker.metrics import METRICS_CONTENT_TYPE, Metrics
 ReadinessCheck = Callable[[], Awaitable[None]]
 LivenessCheck = Callable[[], Awaitable[None] | None]
 
-READINESS_PARTS = ("database", "blob_store", "broker", "consumers", "tasks")
-"""The parts the worker registers checks for; a ready worker can reach all of them, and
-``tasks`` (the supervisor) says every long-lived task runs."""
+READINESS_PARTS = ("database", "blob_store", "broker", "consumers", "tasks", "outbox")
+"""The parts the worker registers checks for; a ready worker can reach all of them, ``tasks``
+(the supervisor) says every long-lived task runs, and ``outbox`` that the relay's child process
+runs (where it runs apart)."""
 LIVENESS_PARTS = ("pipeline", "outbox", "runs")
 """The parts the worker registers liveness checks for: ``pipeline`` is the delivery watchdog,
 ``outbox`` the event relay's passes, ``runs`` the run loop's turns."""

@@ -16,6 +16,12 @@ An event committed with a trace context (its outbox row's ``traceparent``, see
 :mod:`worker.tracing`) is published with a ``traceparent`` header: with tracing on, that of a
 ``publish <code>`` span under the stored context, which ends when the batch is confirmed;
 with tracing off, the stored one.
+
+:class:`EventRelay` is what the worker uses of a relay: this one, run on the worker's event
+loop, or :class:`worker.relay_process.RelayProcess`, which runs this one in a child process of
+its own (``MEERKAT_OUTBOX_RELAY``). ``on_pass`` is told at the end of every pass (the child
+reports its passes to the worker with it); ``min_pass_seconds`` spaces the passes of a relay
+that is woken by every commit, so that each publishes more events for its round trips.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -62,6 +68,36 @@ def event_message(item: OutboxEvent, trace: Mapping[str, str] | None = None) -> 
     )
 
 
+class EventRelay(Protocol):
+    """What the worker uses of its outbox relay, wherever it runs."""
+
+    @property
+    def leading(self) -> bool | None:
+        """Whether this relay holds its group's lease (None: not asked yet)."""
+        ...
+
+    def notify(self) -> None:
+        """A commit wrote events: publish them now rather than at the next poll."""
+
+    async def publish_pending(self) -> int:
+        """Publish every unsent event of the group now (if leading); how many."""
+        ...
+
+    async def run(self) -> None:
+        """The relay's loop (a supervised task)."""
+
+    async def wait_started(self) -> None:
+        """Until the relay has finished its first pass (at once when it runs inline)."""
+
+    async def readiness(self) -> None:
+        """Raises while the relay cannot publish for a reason of its own (not an outage)."""
+
+    def check(self, stall_seconds: float) -> None:
+        """The liveness check (raises ReadinessError when wedged)."""
+
+    def stop(self) -> None: ...
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -72,7 +108,11 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         metrics: Metrics | None = None,
         faults: FaultPlan = NO_FAULTS,
+        on_pass: Callable[[], None] | None = None,
+        min_pass_seconds: float = 0.0,
     ) -> None:
+        self._on_pass = on_pass
+        self._min_pass = min_pass_seconds
         self._metrics = metrics or Metrics()
         self._store = store
         self._broker = broker
@@ -137,14 +177,27 @@ class OutboxRelay:
     async def run(self) -> None:
         while not self._stopping:
             await self._faults.reach("outbox_loop")
+            began = time.monotonic()
+            # Cleared before the pass: a commit notified during it gets a pass of its own.
+            self._wakeup.clear()
             try:
                 await self.publish_pending()
             except Exception as exc:  # broker or store away: events wait in the outbox
                 log.warning("outbox_publish_failed", error=repr(exc))
             self.last_pass = time.monotonic()
-            self._wakeup.clear()
+            if self._on_pass is not None:
+                self._on_pass()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._poll)
+            rest = began + self._min_pass - time.monotonic()
+            if rest > 0:  # passes at most this often: the commits in between share one
+                await asyncio.sleep(rest)
+
+    async def wait_started(self) -> None:
+        return
+
+    async def readiness(self) -> None:
+        return
 
     def check(self, stall_seconds: float) -> None:
         """The liveness check: a relay that has not finished a pass for ``stall_seconds``

@@ -80,7 +80,9 @@ async def _finished(exporter: InMemorySpanExporter, names: set[str]) -> list[Rea
 async def test_a_prompt_is_traced_from_its_publish_to_run_completed(
     spans: InMemorySpanExporter, stack_factory: StackFactory
 ) -> None:
-    stack: Stack = await stack_factory()
+    # The spans are kept in this process's memory, so the relay publishes from here too (a relay
+    # apart exports its own, configured from the same OTEL_* environment: test_relay_process).
+    stack: Stack = await stack_factory(outbox_relay="inline")
     runtime_id = new_runtime_id()
     events: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
     watch = await stack.channel.declare_queue(exclusive=True, auto_delete=True)

@@ -17,10 +17,10 @@ from schemas import (
     Unauthorized,
 )
 from tests.unit.wire_bodies import RUNTIME, command_document, encode, input_document
-from worker.app import access_of
 from worker.cli.common import EXIT_USAGE
 from worker.cli.main import main
 from worker.config import Settings
+from worker.pipeline.access import access_of
 from worker.pipeline.authz import Access, command_users, reply_allowed
 from worker.pipeline.parsing import ParsedCommand, ParsedInput, Unparseable, parse_delivery
 from worker.pipeline.policy import Action, settlement_for
