@@ -185,9 +185,9 @@ class Settings(BaseSettings):
         description="x-max-length of the dead queue; past it the oldest dead letters are dropped",
     )
     outbox_relay: Literal["auto", "process", "inline"] = Field(
-        "auto",
-        description="where the outbox relay runs: a child process of its own (process), the "
-        "worker's event loop (inline), or auto: process on PostgreSQL, inline otherwise",
+        "inline",
+        description="where the outbox relay runs: the worker's event loop (inline), a child "
+        "process of its own (process), or auto: process on PostgreSQL, inline otherwise",
     )
 
     @classmethod

@@ -6,10 +6,12 @@ Publishing events is a good part of a worker's CPU (framing, confirms, marking r
 a sixth to over a third of its event loop), and it needs nothing of the pipeline's memory: it
 reads committed rows and publishes them. So where the database is shared (PostgreSQL), the
 relay can run in a process of its own and take a second core, while the worker's event loop
-keeps to the pipeline. :func:`outbox_relay` makes that choice, from ``MEERKAT_OUTBOX_RELAY``
-(:attr:`~worker.config.Settings.relay_runs_apart`): an inline
-:class:`~worker.outbox.OutboxRelay` or a :class:`RelayProcess`; the worker uses both as an
-:class:`~worker.outbox.EventRelay`.
+keeps to the pipeline. That pays only where a core is spare: on a machine whose cores the
+database and the broker already keep busy, the second process's own overhead (its round trips,
+its wake-ups) costs more than it frees, so the default is inline. :func:`outbox_relay` makes
+that choice, from ``MEERKAT_OUTBOX_RELAY`` (:attr:`~worker.config.Settings.relay_runs_apart`):
+an inline :class:`~worker.outbox.OutboxRelay` or a :class:`RelayProcess`; the worker uses both
+as an :class:`~worker.outbox.EventRelay`.
 
 :meth:`RelayProcess.run` is the supervised task ``outbox``: it starts ``python -m
 worker.relay_child`` (:mod:`worker.relay_child`; the protocol is :mod:`worker.relay_protocol`),
