@@ -10,8 +10,15 @@ process's time, in pauses of ~0.4 s each, which also lengthen the accept latency
 Almost nothing the worker allocates on its hot path forms a reference cycle (records, rows and
 events are freed by reference counting), so collecting rarely loses nothing:
 
-- once started, everything allocated so far (modules, settings, connections) is moved to the
-  permanent generation with :func:`gc.freeze`, so no later collection walks it again;
+- before start-up (:func:`collect_rarely`), what the process holds (modules, settings) is
+  collected once and moved to the permanent generation with :func:`gc.freeze`, so no later
+  collection walks it again, and the thresholds below apply from then on: a start-up that loads
+  runtimes with long queues (tens of thousands of records) would otherwise spend much of its
+  time in full collections of a heap that only grows, while the first deliveries wait;
+- once started (:func:`tune_for_throughput`), what start-up allocated (connections, loaded
+  runtimes) is frozen too, without a collection first: by then the shards are consumed, and a
+  full collection of a heap with a long queue loaded (a quarter of a second for 12,000 inputs)
+  would stall the first deliveries. What start-up left as cyclic garbage stays, once;
 - the young generation is collected every :data:`YOUNG_THRESHOLD` net allocations, the middle one
   every :data:`MIDDLE_THRESHOLD` young collections, and a full collection needs
   :data:`OLD_THRESHOLD` middle ones (and still CPython's own "grown by a quarter" rule).
@@ -28,8 +35,15 @@ MIDDLE_THRESHOLD = 20
 OLD_THRESHOLD = 100
 
 
-def tune_for_throughput() -> None:
-    """Freeze what start-up allocated and raise the collection thresholds (see the module)."""
+def collect_rarely() -> None:
+    """Before start-up: collect and freeze what exists, raise the thresholds (see the module)."""
     gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_THRESHOLD, OLD_THRESHOLD)
+
+
+def tune_for_throughput() -> None:
+    """Once started: freeze what start-up allocated, keep the raised thresholds (see the
+    module)."""
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_THRESHOLD, OLD_THRESHOLD)

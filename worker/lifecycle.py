@@ -26,8 +26,9 @@ Once start-up has completed, the start-up line ``worker_started`` is logged (the
 worker id, the prefix, the shards and those owned, the executor, the HTTP port, the trace
 exporters, the fault plan, the event loop (:mod:`worker.event_loop`), the events emitted; every
 setting, masked, at debug as ``worker_settings``), and before the worker waits for a stop the
-garbage collector is tuned for a long-lived heap
-(:func:`worker.gcpolicy.tune_for_throughput`).
+garbage collector is tuned for a long-lived heap (:func:`worker.gcpolicy.tune_for_throughput`);
+its thresholds are raised before start-up already (:func:`worker.gcpolicy.collect_rarely`),
+which may load long queues.
 
 The process (:func:`run_worker`) sets up logging at ``MEERKAT_LOG_FORMAT`` and
 ``MEERKAT_LOG_LEVEL`` first, then tracing (:func:`worker.tracing.configure`, from the
@@ -52,7 +53,7 @@ from worker.config import Settings
 from worker.event_loop import loop_factory, loop_name
 from worker.event_selection import EventSelection
 from worker.faults import FaultPlan
-from worker.gcpolicy import tune_for_throughput
+from worker.gcpolicy import collect_rarely, tune_for_throughput
 from worker.logs import configure_logging
 from worker.refusals import StartupFailed, refusal_of
 from worker.topology import Topology
@@ -129,6 +130,7 @@ async def serve(settings: Settings, *, force_exit: ForceExit = exit_now) -> int:
 
 async def _serve(worker: Worker, signals: StopSignals, force_exit: ForceExit) -> int:
     loop = asyncio.get_running_loop()
+    collect_rarely()
     start = loop.create_task(worker.start(), name="start")
     asked = loop.create_task(signals.first.wait(), name="stop-signal")
     await asyncio.wait({start, asked}, return_when=asyncio.FIRST_COMPLETED)

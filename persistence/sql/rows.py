@@ -85,6 +85,13 @@ def input_from_state(state: Mapping[str, Any]) -> InputRecord:
     return codec.decode_input(state)
 
 
+def input_from_state_text(text: str) -> InputRecord:
+    """The input stored in an ``inputs`` row's ``state`` column, read as text: parsed by
+    orjson (the column type's ``json`` is several times slower on a cold load's thousands of
+    rows), its payload only once read (:func:`persistence.codec.decode_input_text`)."""
+    return codec.decode_input_text(text)
+
+
 def receipt_to_row(receipt: BoundaryReceipt) -> Values:
     return {
         "runtime_id": receipt.runtime_id,

@@ -33,6 +33,7 @@ from persistence.sql.rows import (
     command_from_outcome,
     event_from_body,
     input_from_state,
+    input_from_state_text,
     receipt_from_row,
     runtime_from_row,
     snapshot_from_row,
@@ -113,14 +114,15 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
             result = await conn.execute(select(runtimes).where(runtimes.c.runtime_id.in_(ids)))
             found = {row.runtime_id: row._mapping for row in result}
             if found:
+                # The state as text, parsed here (see ``input_from_state_text``).
                 result = await conn.execute(
-                    select(inputs.c.runtime_id, inputs.c.state)
+                    select(inputs.c.runtime_id, cast(inputs.c.state, Text).label("state"))
                     .where(inputs.c.runtime_id.in_(sorted(found)),
                            inputs.c.phase.in_(_LIVE_PHASES))
                     .order_by(inputs.c.runtime_id, inputs.c.admission_seq, inputs.c.input_id)
                 )
-                for row in result:
-                    records.setdefault(row.runtime_id, []).append(input_from_state(row.state))
+                for runtime_id, state in result:
+                    records.setdefault(runtime_id, []).append(input_from_state_text(state))
             named = {run_id for r in records.values() for run_id, _ in receipts_named_by(r)}
             if named:
                 result = await conn.execute(

@@ -237,8 +237,9 @@ async def test_a_failed_recovery_commit_leaves_the_rows_and_caches_nothing(
 async def test_a_run_gets_the_latest_session_from_memory_or_after_another_writer_from_the_store(
     harness: Harness,
 ) -> None:
-    """The session of a runtime's last boundary is kept with the cached runtime, so the next run
-    of this process restores it without reading the store; when another process has moved the
+    """The session of a runtime's last boundary is kept with the cached runtime while it has
+    work left, so the next run of this process restores it without reading the store; a runtime
+    at rest keeps none (its next run reads the store once); when another process has moved the
     runtime on, the reload brings that process's newer session."""
     runtime_id = new_runtime_id()
     await harness.accept_input(runtime_id, prompt("one"))
@@ -246,14 +247,23 @@ async def test_a_run_gets_the_latest_session_from_memory_or_after_another_writer
     first = await harness.inner_store.load_snapshot(runtime_id)
     assert first is not None
     await harness.accept_input(runtime_id, prompt("two"))
+    await harness.accept_input(runtime_id, prompt("two, again"))
     reads_before = harness.journal.count("store.load_snapshot")
 
-    second = await harness.start_run(runtime_id)
+    second = await harness.start_run(runtime_id)  # the runtime was at rest: read once
 
     assert second is not None
     assert second.request.session == first.body
-    assert harness.journal.count("store.load_snapshot") == reads_before
-    assert await harness.finish_run(runtime_id, second.run_id, await execute(second.request))
+    assert harness.journal.count("store.load_snapshot") == reads_before + 1
+    result = await execute(second.request)
+    assert await harness.finish_run(runtime_id, second.run_id, result)
+
+    again = await harness.start_run(runtime_id)  # work was left: kept with the runtime
+
+    assert again is not None
+    assert again.request.session == result.session
+    assert harness.journal.count("store.load_snapshot") == reads_before + 1
+    assert await harness.finish_run(runtime_id, again.run_id, await execute(again.request))
 
     other = harness.restart()
     await other.accept_input(runtime_id, prompt("three"))

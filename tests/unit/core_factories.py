@@ -69,6 +69,7 @@ from worker.core import (
     recover,
     stage_batch,
 )
+from worker.core.inputs import EMPTY_INPUTS
 
 FIXED_NOW = datetime(2026, 3, 14, 15, 9, 26, tzinfo=UTC)
 
@@ -304,12 +305,12 @@ def runtime_image(runtime: Runtime) -> tuple[Runtime, dict[UUID, InputRecord]]:
     """A deep copy of ``runtime`` (its read-only inputs mapping copied as a plain dict) to
     compare the original with after an operation."""
     inputs = copy.deepcopy(dict(runtime.inputs))
-    return copy.deepcopy(dataclasses.replace(runtime, inputs={})), inputs
+    return copy.deepcopy(dataclasses.replace(runtime, inputs=EMPTY_INPUTS)), inputs
 
 
 def assert_unchanged(runtime: Runtime, image: tuple[Runtime, dict[UUID, InputRecord]]) -> None:
     shell, inputs = image
-    assert dataclasses.replace(runtime, inputs={}) == shell
+    assert dataclasses.replace(runtime, inputs=EMPTY_INPUTS) == shell
     assert dict(runtime.inputs) == inputs
 
 

@@ -1,5 +1,6 @@
-"""``worker/core`` stays pure (STYLE.md habit 1): the standard library and ``schemas`` only, and
-nothing that reads a clock, draws randomness, does I/O or mints ids by itself."""
+"""``worker/core`` stays pure (STYLE.md habit 1): the standard library, ``schemas`` and pure
+data-structure libraries only, and nothing that reads a clock, draws randomness, does I/O or
+mints ids by itself."""
 
 from __future__ import annotations
 
@@ -68,13 +69,18 @@ def forbidden_calls(source: str) -> set[str]:
     return found
 
 
+PURE_LIBRARIES = {"immutables"}
+"""Libraries outside the standard library the core may use: pure data structures (the
+persistent map of :mod:`worker.core.inputs`), no clock, no I/O."""
+
+
 def allowed(module: str) -> bool:
     top = module.split(".", 1)[0]
     if top in FORBIDDEN_MODULES:
         return False
     if top == "schemas" or module == "worker.core" or module.startswith("worker.core."):
         return True
-    return top in sys.stdlib_module_names
+    return top in sys.stdlib_module_names or top in PURE_LIBRARIES
 
 
 def test_the_core_has_modules() -> None:

@@ -30,3 +30,15 @@ def test_tuning_freezes_what_exists_and_raises_the_thresholds() -> None:
     )
     assert gc.get_freeze_count() >= len(kept)
     assert gc.isenabled()  # cyclic garbage is still collected, only less often
+
+
+@pytest.mark.usefixtures("restored_gc")
+def test_start_up_already_collects_rarely() -> None:
+    kept = [object() for _ in range(10)]
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    gcpolicy.collect_rarely()
+    assert gc.get_freeze_count() >= len(kept)
+    assert gc.get_threshold() == (
+        gcpolicy.YOUNG_THRESHOLD, gcpolicy.MIDDLE_THRESHOLD, gcpolicy.OLD_THRESHOLD
+    )

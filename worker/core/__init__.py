@@ -1,6 +1,7 @@
 """The pure runtime core: state machines, admission, commands, runs and recovery.
 
-Imports only the standard library and :mod:`schemas`. Time and ids come in through
+Imports only the standard library, :mod:`schemas` and ``immutables`` (the persistent map of a
+runtime's inputs, :mod:`worker.core.inputs`: a pure data structure). Time and ids come in through
 :class:`Context`. Every operation takes a :class:`Runtime` and returns a :class:`Decision` (the new
 runtime, the row mutations to commit, the events) or raises a typed error; the runtime it was
 given is never changed.

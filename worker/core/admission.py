@@ -247,10 +247,7 @@ def _coalesce_or_supersede(
         return []
     return [
         move_input(old, trigger, ctx, trigger.value, **{field: newcomer.input_id})
-        for old in runtime.inputs.values()
-        if old.phase is InputPhase.QUEUED
-        and old.kind is newcomer.kind
-        and old.supersession_key == key
+        for old in runtime.inputs.queued_with_key(newcomer.kind, key)
     ]
 
 

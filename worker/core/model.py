@@ -7,26 +7,17 @@ keep it as the rollback image until its commit has returned.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
-from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
-from schemas import (
-    AbandonReason,
-    AnyInput,
-    CommandCompleted,
-    Durability,
-    EventEnvelope,
-    InputKind,
-    InputPhase,
-    Lane,
-    Outcome,
-    RuntimePhase,
-)
+from schemas import CommandCompleted, EventEnvelope, Lane, Outcome, RuntimePhase
+from worker.core.inputs import EMPTY_INPUTS, InputTable, as_table
+from worker.core.inputs import HistoryEntry as HistoryEntry
+from worker.core.inputs import InputRecord as InputRecord
 
 MAX_STAGE_ATTEMPTS = 3
 """A staged input whose run failed this many times is abandoned."""
@@ -49,46 +40,7 @@ class Signal(IntEnum):
     IMMEDIATE = 3
 
 
-@dataclass(frozen=True)
-class HistoryEntry:
-    at: datetime
-    from_phase: InputPhase | None
-    to_phase: InputPhase
-    reason: str
-
-
-@dataclass(frozen=True)
-class InputRecord:
-    """One input and its lifecycle: exactly one row of the inputs table."""
-
-    input_id: UUID
-    kind: InputKind
-    phase: InputPhase
-    lane: Lane
-    admission_seq: int
-    durability: Durability
-    payload: AnyInput
-    """The input as stored: images are blob references, never inline bytes."""
-    created_at: datetime
-    updated_at: datetime
-    attempt_count: int = 0
-    idempotency_key: str | None = None
-    supersession_key: str | None = None
-    correlation_id: str | None = None
-    last_run_id: UUID | None = None
-    boundary_sequence: int | None = None
-    superseded_by: UUID | None = None
-    aggregate_id: UUID | None = None
-    abandon_reason: AbandonReason | None = None
-    recovery_count: int = 0
-    history: tuple[HistoryEntry, ...] = ()
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.phase.is_terminal
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunState:
     """The run in progress: its id and the inputs staged onto it, in batch order."""
 
@@ -110,26 +62,15 @@ class RuntimeRow:
     updated_at: datetime
 
 
-def _frozen_inputs(value: Mapping[UUID, InputRecord] | None = None) -> Mapping[UUID, InputRecord]:
-    return MappingProxyType(dict(value or {}))
-
-
-def thawed_inputs(inputs: Mapping[UUID, InputRecord]) -> dict[UUID, InputRecord]:
-    """A mutable copy of a runtime's inputs. The frozen view copies the dict behind it at C
-    speed; ``dict(view)`` would go through the mapping protocol, key by key (100 times slower,
-    and paid on every decision)."""
-    if isinstance(inputs, MappingProxyType):
-        return inputs.copy()
-    return dict(inputs)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Runtime:
     """The in-memory runtime a driver holds.
 
     ``version`` is the stored row's version this state was derived from (0: not stored yet).
     ``inputs`` holds the live inputs plus terminal ones decided since the last commit; the shell
-    archives terminal ones once they are durable (the store keeps their rows for dedupe).
+    archives terminal ones once they are durable (the store keeps their rows for dedupe). It is
+    an :class:`~worker.core.inputs.InputTable` (a mapping given here becomes one), persistent,
+    so a decision over a long queue costs what it costs over a short one.
     """
 
     runtime_id: str
@@ -139,25 +80,31 @@ class Runtime:
     current_run: RunState | None = None
     next_admission_seq: int = 1
     signal: Signal = Signal.NONE
-    inputs: Mapping[UUID, InputRecord] = field(default_factory=_frozen_inputs)
+    inputs: InputTable = field(default_factory=lambda: EMPTY_INPUTS)
+
+    def __post_init__(self) -> None:
+        if type(self.inputs) is not InputTable:
+            object.__setattr__(self, "inputs", as_table(self.inputs))
 
     def live_inputs(self) -> list[InputRecord]:
-        return [r for r in self.inputs.values() if not r.is_terminal]
+        """The inputs that are not terminal, in admission order."""
+        if not self.inputs.live_count:
+            return []
+        return [r for r in self.inputs.in_admission_order() if not r.is_terminal]
+
+    def has_live_inputs(self) -> bool:
+        return self.inputs.live_count > 0
 
     def lane(self, lane: Lane) -> list[InputRecord]:
         """Queued inputs waiting in ``lane``, in admission order."""
-        waiting = [
-            r for r in self.inputs.values() if r.phase is InputPhase.QUEUED and r.lane is lane
-        ]
-        # Ties cannot happen (sequences are unique per runtime); the id (whose numeric order is
-        # its text's order) only makes the order total.
-        return sorted(waiting, key=lambda r: (r.admission_seq, r.input_id))
+        return list(self.inputs.queued(lane))
+
+    def waiting(self, lane: Lane) -> Iterator[InputRecord]:
+        """:meth:`lane`, lazily: a batch reads only the head of a long lane."""
+        return self.inputs.queued(lane)
 
     def find_key(self, idempotency_key: str) -> InputRecord | None:
-        for record in self.inputs.values():
-            if record.idempotency_key == idempotency_key:
-                return record
-        return None
+        return self.inputs.key_owner(idempotency_key)
 
     def row(self, at: datetime) -> RuntimeRow:
         """The durable projection: ``attached`` is stored as ``idle``."""

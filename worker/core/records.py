@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
@@ -23,7 +22,6 @@ from worker.core.model import (
     PutInput,
     PutRuntime,
     Runtime,
-    thawed_inputs,
 )
 
 
@@ -48,7 +46,7 @@ def _evolved(record: InputRecord, **changes: Any) -> InputRecord:
     unknown = changes.keys() - _RECORD_FIELDS
     if unknown:
         raise TypeError(f"InputRecord has no field(s) {sorted(unknown)}")
-    evolved = object.__new__(InputRecord)
+    evolved = object.__new__(type(record))
     evolved.__dict__.update(record.__dict__)
     evolved.__dict__.update(changes)
     return evolved
@@ -116,10 +114,7 @@ def state_changed(
 
 def with_inputs(runtime: Runtime, records: Iterable[InputRecord], **changes: Any) -> Runtime:
     """A new runtime with ``records`` replacing (or adding) inputs by id."""
-    inputs = thawed_inputs(runtime.inputs)
-    for record in records:
-        inputs[record.input_id] = record
-    return dataclasses.replace(runtime, inputs=MappingProxyType(inputs), **changes)
+    return dataclasses.replace(runtime, inputs=runtime.inputs.updated(records), **changes)
 
 
 def runtime_put(before: Runtime, after: Runtime, ctx: Context) -> tuple[Runtime, PutRuntime]:

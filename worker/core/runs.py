@@ -10,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
-from types import MappingProxyType
+from collections.abc import Iterator, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -31,7 +30,6 @@ from worker.core.model import (
     Runtime,
     SessionSnapshot,
     Signal,
-    thawed_inputs,
 )
 from worker.core.records import (
     abandon_input,
@@ -58,26 +56,34 @@ def next_batch(runtime: Runtime, max_batch: int = DEFAULT_MAX_BATCH) -> list[Inp
     longest prefix of the head's execution kind (continuations resume, the rest are content
     turns) that stops before the next prompt.
     """
-    steer = runtime.lane(Lane.STEER)
-    if steer:
-        return _prefix(steer, lambda r: r.kind is steer[0].kind, max_batch)
-    queue = runtime.lane(Lane.QUEUE)
-    if not queue:
+    steer = runtime.waiting(Lane.STEER)
+    first = next(steer, None)
+    if first is not None:
+        return _prefix(first, steer, lambda r: r.kind is first.kind, max_batch)
+    queue = runtime.waiting(Lane.QUEUE)
+    head = next(queue, None)
+    if head is None:
         return []
-    head = queue[0]
     if head.kind is InputKind.PROMPT:
         return [head]
     resumes = head.kind is InputKind.CONTINUATION
     return _prefix(
+        head,
         queue,
         lambda r: r.kind is not InputKind.PROMPT and (r.kind is InputKind.CONTINUATION) == resumes,
         max_batch,
     )
 
 
-def _prefix(records: list[InputRecord], same: Any, limit: int) -> list[InputRecord]:
-    batch: list[InputRecord] = []
-    for record in records:
+def _prefix(
+    head: InputRecord, rest: Iterator[InputRecord], same: Any, limit: int
+) -> list[InputRecord]:
+    """``head`` (which ``same`` accepts), then as many of ``rest`` as ``same`` accepts in a
+    row, ``limit`` at most; ``rest`` is read no further than that."""
+    if limit < 1:
+        return []
+    batch = [head]
+    for record in rest:
         if not same(record) or len(batch) >= limit:
             break
         batch.append(record)
@@ -290,11 +296,8 @@ def archive_terminal(runtime: Runtime, decision: Decision | None = None) -> Runt
                  if isinstance(m, PutInput) and m.record.is_terminal]
         if not ended:
             return runtime
-        kept = thawed_inputs(runtime.inputs)
-        for input_id in ended:
-            kept.pop(input_id, None)
-        return dataclasses.replace(runtime, inputs=MappingProxyType(kept))
-    live = {k: v for k, v in runtime.inputs.items() if not v.is_terminal}
-    if len(live) == len(runtime.inputs):
+        return dataclasses.replace(runtime, inputs=runtime.inputs.without(ended))
+    if runtime.inputs.live_count == len(runtime.inputs):
         return runtime
-    return with_inputs(dataclasses.replace(runtime, inputs={}), live.values())
+    ended = [k for k, v in runtime.inputs.items() if v.is_terminal]
+    return dataclasses.replace(runtime, inputs=runtime.inputs.without(ended))

@@ -4,9 +4,10 @@ Only a committed state enters the cache (:meth:`RuntimeCache.remember`), so drop
 always safe: the store has it. The cache keeps the most recently used runtimes; past its cap it
 forgets those at rest (no live input, no run, no open transaction working on them).
 
-Next to a cached runtime it may keep that runtime's last session snapshot (the one its last
-committed boundary wrote, or the one read from the store since), so that a run's restore does
-not read the store again. It goes with its runtime: dropped, evicted or reloaded together.
+Next to a cached runtime with work left (live inputs or a run) it may keep that runtime's last
+session snapshot (the one its last committed boundary wrote, or the one read from the store
+since), so that a run's restore does not read the store again. It goes with its runtime:
+dropped, evicted or reloaded together, and forgotten when the runtime comes to rest.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class RuntimeCache:
     def _at_rest(self, runtime_id: str, runtime: Runtime) -> bool:
         """No open transaction on it, no run, no live input: nothing here would miss it."""
         return (runtime_id not in self._pins and runtime.current_run is None
-                and runtime_id not in self.live_runs and not runtime.live_inputs())
+                and runtime_id not in self.live_runs and not runtime.has_live_inputs())
 
     def pin(self, runtime_id: str) -> None:
         self._pins[runtime_id] += 1
@@ -64,9 +65,15 @@ class RuntimeCache:
         self._listeners.append(listener)
 
     def remember(self, runtime: Runtime) -> None:
-        """Cache a committed state and tell the listeners about its signal, if any."""
+        """Cache a committed state and tell the listeners about its signal, if any.
+
+        The snapshot of a runtime left at rest (no live input, no run) is forgotten: it is kept
+        for the next run's restore, and one that has nothing left to run may wait long for one
+        (a worker keeps thousands of such runtimes); that run reads it from the store."""
         self._entries[runtime.runtime_id] = runtime
         self._entries.move_to_end(runtime.runtime_id)
+        if runtime.current_run is None and not runtime.has_live_inputs():
+            self.snapshots.pop(runtime.runtime_id, None)
         excess = len(self._entries) - self.max_runtimes
         if excess > 0:
             self._evict(excess)
