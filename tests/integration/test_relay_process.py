@@ -178,6 +178,7 @@ async def test_a_worker_killed_with_sigkill_leaves_no_relay_child(
         "amqp_url": amqp_url, "database_url": postgres_url, "blob_url": "memory://",
         "topology_prefix": topology.prefix, "shards": str(topology.shards),
         "broker_delivery_limit": str(topology.delivery_limit), "http_port": "0",
+        "outbox_relay": "process",
     }
     worker = await Running.start(environment(**settings), tmp_path)
     try:
@@ -210,6 +211,7 @@ async def test_a_relay_apart_traces_its_publishes_from_the_same_otel_environment
         "amqp_url": amqp_url, "database_url": postgres_url, "blob_url": "memory://",
         "topology_prefix": topology.prefix, "shards": str(topology.shards),
         "broker_delivery_limit": str(topology.delivery_limit), "http_port": "0",
+        "outbox_relay": "process",
     }
     env = {**environment(**settings), "OTEL_TRACES_EXPORTER": "console",
            "OTEL_BSP_SCHEDULE_DELAY": "100"}
