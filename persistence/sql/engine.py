@@ -14,16 +14,15 @@ exist is a mistake in the URL far more often than a wish, so it is refused
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
 from sqlalchemy import URL, Connection, event, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from persistence.codec import dumps
 from persistence.errors import DatabaseMissing
 
 POSTGRES_DRIVER = "postgresql+asyncpg"
@@ -102,13 +101,27 @@ def ssl_mode(url: URL) -> str | None:
     return mode
 
 
+class JsonText(str):
+    """A JSON column's value already encoded as JSON text: stored as it is, not encoded again.
+
+    The row mapping encodes each JSON value once, to text, so that the same value can go to
+    SQLAlchemy (whose JSON type hands it to :func:`json_text`, which passes it through) and
+    straight to asyncpg (as text, which the statement casts to ``json``)."""
+
+    __slots__ = ()
+
+
 def json_text(value: Any) -> str:
-    """JSON columns' text: orjson (several times faster than ``json``), or ``json`` for what
-    orjson refuses (an integer beyond 64 bits in an executor's output, say)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value)
+    """JSON columns' text (:func:`persistence.codec.dumps`); text that is already
+    :class:`JsonText` is returned unchanged."""
+    if isinstance(value, JsonText):
+        return value
+    return dumps(value)
+
+
+def json_column(value: Any) -> JsonText:
+    """``value`` encoded for a JSON column, once."""
+    return JsonText(json_text(value))
 
 
 def make_engine(url: URL, *, purpose: Purpose = "store", existing: bool = False) -> AsyncEngine:

@@ -3,7 +3,9 @@
 A lost connection, a timeout or a transient server condition (serialization failure, deadlock,
 lock timeout, shutdown) becomes :class:`StoreUnavailable`, so the message is retried later. The
 same failure while COMMIT is in flight becomes :class:`CommitOutcomeUnknown`: the server may
-have made the transaction durable before the connection died.
+have made the transaction durable before the connection died. A constraint a commit's rows
+violate becomes the typed error of that constraint (:func:`integrity_failure`), whether the
+statement went through SQLAlchemy or straight to asyncpg.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from persistence.errors import CommitOutcomeUnknown, DatabaseMissing, StoreError, StoreUnavailable
+from persistence.errors import (
+    CommitOutcomeUnknown,
+    DatabaseMissing,
+    DuplicateRow,
+    ReceiptConflict,
+    StoreError,
+    StoreUnavailable,
+)
 from persistence.sql.tables import metadata
 
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
@@ -121,13 +130,17 @@ DATABASE_ERRORS = (SQLAlchemyError, OSError, asyncpg.PostgresError, asyncpg.Inte
 _SQLITE_COLUMNS = re.compile(r"constraint failed: (.+)$")
 
 
-def violated_constraint(exc: IntegrityError) -> str | None:
+def violated_constraint(exc: IntegrityError | asyncpg.IntegrityConstraintViolationError,
+                        ) -> str | None:
     """Name of the constraint an integrity error reports, on PostgreSQL and on SQLite.
 
     SQLite names CHECK constraints but reports UNIQUE and PRIMARY KEY ones by their columns, and
     foreign keys not at all; those are found by columns in the schema, or reported as
     :data:`FOREIGN_KEY`.
     """
+    if not isinstance(exc, IntegrityError):
+        found = getattr(exc, "constraint_name", None)
+        return found if isinstance(found, str) else None
     name = getattr(exc.orig.__cause__, "constraint_name", None) if exc.orig else None
     if isinstance(name, str):
         return name
@@ -159,3 +172,27 @@ def _constraint_by_columns(detail: str) -> str | None:
 
 def is_foreign_key(constraint: str | None) -> bool:
     return constraint == FOREIGN_KEY or (constraint or "").startswith("fk_")
+
+
+_DUPLICATES = {
+    "pk_inputs": "input id",
+    "uq_inputs_runtime_id_idempotency_key": "idempotency key",
+    "pk_processed_commands": "command id",
+    "uq_event_outbox_event_id": "event id",
+}
+
+
+def integrity_failure(exc: IntegrityError | asyncpg.IntegrityConstraintViolationError,
+                      ) -> StoreError:
+    """The typed error for a constraint the multi-row statements of a commit violated.
+
+    The runtime rows' own conflicts are caught where they are written, as version conflicts.
+    """
+    constraint = violated_constraint(exc)
+    if constraint == "pk_boundary_receipts":
+        return ReceiptConflict(describe(exc))
+    if constraint in _DUPLICATES:
+        return DuplicateRow(_DUPLICATES[constraint])
+    if is_foreign_key(constraint):
+        return StoreError(f"{describe(exc)} (a row refers to a runtime that is not stored)")
+    return StoreError(f"refused by the database: {describe(exc)}")

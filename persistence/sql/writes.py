@@ -1,7 +1,11 @@
 """The statements of one commit: the rows of its folded plan (:mod:`persistence.plan`), then
 its events, each mapped by :mod:`persistence.sql.rows`.
 
-Every statement runs inside the caller's transaction; the first failure raises a typed error and
+:func:`apply_plan` is the one place that decides how a commit reaches the database: on
+PostgreSQL straight through asyncpg, one statement per table whatever the number of rows
+(:mod:`persistence.sql.driver_writes`); elsewhere (SQLite) through SQLAlchemy, here, with a
+statement per runtime row and input update and multi-row inserts for the rest. Both run inside
+the caller's transaction and make the same checks; the first failure raises a typed error and
 the caller rolls the whole transaction back.
 """
 
@@ -15,11 +19,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Update
 
-from persistence.errors import DuplicateRow, ReceiptConflict, StoreError, VersionConflict
+from persistence.errors import DuplicateRow, StoreError, VersionConflict
 from persistence.plan import InputWrite, WritePlan
 from persistence.ports import ANONYMOUS, Writer
-from persistence.sql.batched import EXPECTED, update_many
-from persistence.sql.failures import describe, is_foreign_key, violated_constraint
+from persistence.sql.driver_writes import apply_through_driver
+from persistence.sql.failures import integrity_failure
 from persistence.sql.rows import (
     command_to_row,
     event_to_row,
@@ -38,35 +42,31 @@ from persistence.sql.tables import (
 )
 from worker.core.model import InputRecord, RuntimeRow, SessionSnapshot
 
-_DUPLICATES = {
-    "pk_inputs": "input id",
-    "uq_inputs_runtime_id_idempotency_key": "idempotency key",
-    "pk_processed_commands": "command id",
-    "uq_event_outbox_event_id": "event id",
-}
-
 
 async def apply_plan(
     conn: AsyncConnection, plan: WritePlan, now: datetime, writer: Writer = ANONYMOUS
 ) -> None:
-    """Write a folded commit: a statement per runtime row, multi-row inserts for the rest."""
+    """Write a folded commit, by the way of ``conn``'s database."""
+    if conn.dialect.name == "postgresql":
+        await apply_through_driver(conn, plan, now, writer)
+    else:
+        await _apply_through_sqlalchemy(conn, plan, now, writer)
+
+
+async def _apply_through_sqlalchemy(
+    conn: AsyncConnection, plan: WritePlan, now: datetime, writer: Writer
+) -> None:
     try:
-        if conn.dialect.name == "postgresql":
-            await _put_runtimes_at_once(conn, list(plan.runtimes.values()), writer)
-        else:
-            for row, expected in plan.runtimes.values():
-                await _put_runtime(conn, row, expected, writer)
+        for row, expected in plan.runtimes.values():
+            await _put_runtime(conn, row, expected, writer)
         for runtime_id, input_id in plan.deletes:
             await conn.execute(
                 delete(inputs).where(
                     and_(inputs.c.runtime_id == runtime_id, inputs.c.input_id == input_id)
                 )
             )
-        if conn.dialect.name == "postgresql" and plan.updates:
-            await _update_inputs_at_once(conn, plan.updates)
-        else:
-            for write in plan.updates:
-                await _update_input(conn, write.runtime_id, write.record)
+        for write in plan.updates:
+            await _update_input(conn, write.runtime_id, write.record)
         if plan.inserts:
             await _insert_inputs(conn, plan.inserts)
         if plan.receipts:
@@ -87,7 +87,7 @@ async def apply_plan(
                 for e in plan.events
             ])
     except IntegrityError as exc:
-        raise _integrity_failure(exc) from exc
+        raise integrity_failure(exc) from exc
 
 
 async def _insert_inputs(conn: AsyncConnection, writes: list[InputWrite]) -> None:
@@ -156,54 +156,7 @@ async def _upsert_snapshots(conn: AsyncConnection, snapshots: list[SessionSnapsh
     )
 
 
-async def _put_runtimes_at_once(
-    conn: AsyncConnection, rows: list[tuple[RuntimeRow, int]], writer: Writer
-) -> None:
-    """PostgreSQL: new runtimes in one INSERT, the others in one compare-and-set UPDATE."""
-    created = [runtime_to_row(row, writer=writer.id, group=writer.group)
-               for row, expected in rows if expected == 0]
-    if created:
-        try:
-            await conn.execute(_RUNTIME_INSERT, created)
-        except IntegrityError as exc:  # another writer created one of them first
-            raise VersionConflict(created[0]["runtime_id"], 0) from exc
-    moved = [(row, expected) for row, expected in rows if expected != 0]
-    if not moved:
-        return
-    given = [{**runtime_to_row(row, writer=writer.id, group=writer.group), EXPECTED: expected}
-             for row, expected in moved]
-    matched = await update_many(conn, runtimes, ("runtime_id",), given, fence_version=True)
-    for row, expected in moved:
-        if (row.runtime_id,) not in matched:
-            raise VersionConflict(row.runtime_id, expected)
-
-
-async def _update_inputs_at_once(conn: AsyncConnection, writes: list[InputWrite]) -> None:
-    rows = [input_to_row(w.runtime_id, w.record) for w in writes]
-    matched = await update_many(conn, inputs, ("runtime_id", "input_id"), rows)
-    for write in writes:
-        if (write.runtime_id, write.record.input_id) not in matched:
-            raise StoreError(
-                f"runtime {write.runtime_id!r}: input {write.record.input_id} is not stored"
-            )
-
-
 def _dialect_insert(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
-
-
-def _integrity_failure(exc: IntegrityError) -> StoreError:
-    """The typed error for a constraint the multi-row statements of a commit violated.
-
-    The runtime rows' own conflicts are caught where they are written (:func:`_put_runtime`).
-    """
-    constraint = violated_constraint(exc)
-    if constraint == "pk_boundary_receipts":
-        return ReceiptConflict(describe(exc))
-    if constraint in _DUPLICATES:
-        return DuplicateRow(_DUPLICATES[constraint])
-    if is_foreign_key(constraint):
-        return StoreError(f"{describe(exc)} (a row refers to a runtime that is not stored)")
-    return StoreError(f"refused by the database: {describe(exc)}")

@@ -264,6 +264,23 @@ async def test_a_duplicate_event_id_writes_nothing(runtime_store: RuntimeStore) 
     assert (await runtime_store.load_runtime(runtime_id)).row == row(runtime_id, 2)
 
 
+async def test_a_commit_without_runtime_rows_is_one_transaction(
+    runtime_store: RuntimeStore,
+) -> None:
+    runtime_id = await created(runtime_store)
+    repeated = event(runtime_id)
+    await runtime_store.commit([step(runtime_id, 2, events=(repeated,))])
+    unfenced = Decision(
+        runtime=Runtime(runtime_id, version=2),
+        mutations=(PutSnapshot(snapshot(runtime_id, uuid4(), 1)),),
+        events=(event(runtime_id), repeated),
+    )
+    with pytest.raises(DuplicateRow):
+        await runtime_store.commit([unfenced])
+    assert await runtime_store.load_snapshot(runtime_id) is None
+    assert await runtime_store.list_events(runtime_id) == [repeated]
+
+
 async def test_a_load_reports_the_receipts_of_applied_inputs(
     runtime_store: RuntimeStore,
 ) -> None:

@@ -3,6 +3,7 @@ against the enums, durability settings, and failures turned into typed errors.""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -20,7 +21,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.util import await_only
 
-from persistence.errors import CommitOutcomeUnknown, StoreUnavailable, UnsafeDatabase
+from persistence.errors import (
+    CommitOutcomeUnknown,
+    StoreError,
+    StoreUnavailable,
+    UnsafeDatabase,
+)
 from persistence.factory import open_runtime_store
 from persistence.memory import MemoryRuntimeStore
 from persistence.migrate import alembic_config, upgrade, upgrade_async
@@ -28,6 +34,7 @@ from persistence.sql.engine import database_url, make_engine
 from persistence.sql.store import SqlRuntimeStore, open_store
 from persistence.sql.tables import (
     CHECKED_ENUMS,
+    KEY_LENGTH,
     TERMINAL_PHASES,
     enum_values,
     inputs,
@@ -35,7 +42,8 @@ from persistence.sql.tables import (
     runtimes,
 )
 from schemas import InputPhase
-from tests.contract.runtime_builders import created, row, step
+from tests.contract.runtime_builders import created, record, row, step
+from worker.core.model import PutInput
 
 NOW = datetime(2026, 3, 14, tzinfo=UTC)
 
@@ -263,6 +271,23 @@ async def test_a_connection_lost_during_commit_leaves_the_outcome_unknown(
         await store.commit([step(runtime_id, 2)])
     finally:
         await killer.dispose()
+        await store.close()
+
+
+@pytest.mark.integration
+async def test_postgres_refuses_a_value_too_long_for_its_column(postgres_url: str) -> None:
+    """(Not cut short: the commit's rows travel as arrays, and only the assignment into the
+    column may check the length.)"""
+    store = await open_store(postgres_url)
+    try:
+        runtime_id = await created(store)
+        # (The wire schema bounds the key too; the store must not rely on it.)
+        too_long = dataclasses.replace(record(1), idempotency_key="k" * (KEY_LENGTH + 1))
+        with pytest.raises(StoreError, match="too long"):
+            await store.commit([step(runtime_id, 2, PutInput(too_long, insert=True))])
+        assert (await store.load_runtime(runtime_id)).row == row(runtime_id, 1)
+        assert await store.list_inputs(runtime_id) == []
+    finally:
         await store.close()
 
 

@@ -141,6 +141,7 @@ def test_every_input_kind_round_trips(payload: AnyInput) -> None:
     decoded = codec.decode_input(through_json(codec.encode_input(record)))
     assert decoded == record
     assert type(decoded.payload) is type(payload)
+    assert codec.encode_input_text(record) == codec.dumps(codec.encode_input(record))
 
 
 def test_a_simple_abandon_reason_round_trips() -> None:
@@ -158,6 +159,9 @@ def test_times_are_stored_in_utc_and_naive_times_are_refused() -> None:
     assert decoded.created_at.tzinfo == UTC
     with pytest.raises(ValueError, match="naive"):
         codec.encode_input(record_of(PAYLOADS[0], updated_at=datetime(2026, 1, 1)))
+    assert codec.encode_input_text(record) == codec.dumps(encoded)
+    with pytest.raises(ValueError, match="naive"):
+        codec.encode_input_text(record_of(PAYLOADS[0], created_at=datetime(2026, 1, 1)))
 
 
 def test_blob_ids_are_listed_once_in_order() -> None:
@@ -249,3 +253,37 @@ def test_any_record_round_trips(
         history=tuple(history),
     )
     assert codec.decode_input(through_json(codec.encode_input(record))) == record
+    assert codec.encode_input_text(record) == codec.dumps(codec.encode_input(record))
+
+
+@pytest.mark.parametrize("data", [
+    {},
+    {"run_id": "r", "count": 2, "ratio": 2.5, "text": "héllo ☃", "list": [1, None, True]},
+    {"at": datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2))), "id": uuid4()},
+    {"nested": {"x": [{"y": {}}]}, "nan": float("nan"), "tiny": 1e-7},
+    {"big": 2**70},  # beyond orjson: the long way
+    {"raw": b"bytes", "keys": {1: "int"}},  # values only pydantic converts
+])
+def test_an_events_text_is_the_text_of_its_encoding(data: dict[Any, Any]) -> None:
+    event = EventEnvelope(
+        event_id=uuid4(),
+        at=NOW,
+        runtime_id="rt:a",
+        category=EventCode.RUN_COMPLETED.category,
+        code=EventCode.RUN_COMPLETED,
+        data=data,
+        causation_id=uuid4(),
+    )
+    text = codec.encode_event_text(event)
+    assert text == codec.dumps(codec.encode_event(event))
+    assert codec.decode_event(json.loads(text)) == codec.decode_event(codec.encode_event(event))
+
+
+def test_an_events_fields_are_written_as_they_are() -> None:
+    """(What the text of an event is made from: the fields, with no serializer or alias.)"""
+    decorators = EventEnvelope.__pydantic_decorators__
+    assert not decorators.field_serializers
+    assert not decorators.model_serializers
+    assert not decorators.computed_fields
+    assert all(f.serialization_alias is None and f.alias is None
+               for f in EventEnvelope.model_fields.values())

@@ -1,5 +1,6 @@
-"""The SQL row mapping: runtime rows, receipts and snapshots read back equal through a real
-(SQLite) table, column types and JSON columns included."""
+"""The SQL row mapping: runtime rows, inputs, receipts, snapshots, commands and events read back
+equal through a real (SQLite) table, column types and JSON columns included; each row's values
+come in its table's column order."""
 
 from __future__ import annotations
 
@@ -12,8 +13,15 @@ from uuid import uuid4
 import pytest
 from sqlalchemy import Engine, RowMapping, Table, create_engine, insert, select
 
-from persistence.sql.engine import json_text
+from persistence.sql import rows
+from persistence.sql.engine import JsonText, json_column, json_text
 from persistence.sql.rows import (
+    command_from_outcome,
+    command_to_row,
+    event_from_body,
+    event_to_row,
+    input_from_state,
+    input_to_row,
     receipt_from_row,
     receipt_to_row,
     runtime_from_row,
@@ -21,9 +29,40 @@ from persistence.sql.rows import (
     snapshot_from_row,
     snapshot_to_row,
 )
-from persistence.sql.tables import boundary_receipts, metadata, runtimes, session_snapshots
-from schemas import RuntimePhase
-from worker.core.model import BoundaryReceipt, RuntimeRow, SessionSnapshot
+from persistence.sql.tables import (
+    boundary_receipts,
+    event_outbox,
+    inputs,
+    metadata,
+    processed_commands,
+    runtimes,
+    session_snapshots,
+)
+from schemas import (
+    BlobImageBlock,
+    CommandCompleted,
+    CommandReport,
+    Durability,
+    EventCode,
+    EventEnvelope,
+    ImageMediaType,
+    InputHeader,
+    InputKind,
+    InputPhase,
+    Lane,
+    OperatorSource,
+    PromptInput,
+    RuntimePhase,
+    TextBlock,
+)
+from worker.core.model import (
+    BoundaryReceipt,
+    HistoryEntry,
+    InputRecord,
+    RecordCommand,
+    RuntimeRow,
+    SessionSnapshot,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -32,7 +71,7 @@ NOW = datetime(2026, 3, 14, 15, 9, 26, 535897, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Engine]:
-    engine = create_engine("sqlite://")
+    engine = create_engine("sqlite://", json_serializer=json_text)  # as the store's engines
     metadata.create_all(engine)
     try:
         yield engine
@@ -71,3 +110,62 @@ def test_rows_receipts_and_snapshots_round_trip(engine: Engine) -> None:
 ])
 def test_json_columns_text_reads_back_equal(value: Any) -> None:
     assert json.loads(json_text(value)) == value
+
+
+@pytest.mark.parametrize(("names", "table"), [
+    (rows.RUNTIME_COLUMNS, runtimes),
+    (rows.INPUT_COLUMNS, inputs),
+    (rows.RECEIPT_COLUMNS, boundary_receipts),
+    (rows.SNAPSHOT_COLUMNS, session_snapshots),
+    (rows.COMMAND_COLUMNS, processed_commands),
+    (rows.EVENT_COLUMNS, event_outbox),
+], ids=lambda value: value.name if isinstance(value, Table) else "")
+def test_each_rows_values_come_in_its_tables_column_order(
+    names: tuple[str, ...], table: Table
+) -> None:
+    expected = tuple(c.name for c in table.columns if c.name != "position")
+    assert names == expected
+
+
+def test_inputs_commands_and_events_round_trip(engine: Engine) -> None:
+    blob = "sha256:" + "a" * 64
+    payload = PromptInput(
+        header=InputHeader(id=uuid4(), timestamp=NOW, source=OperatorSource(),
+                           durability=Durability.DURABLE, idempotency_key="k"),
+        content=[TextBlock(text="see"), BlobImageBlock(media_type=ImageMediaType.PNG,
+                                                       blob_id=blob)],
+    )
+    record = InputRecord(
+        input_id=payload.header.id, kind=InputKind.PROMPT, phase=InputPhase.STAGED,
+        lane=Lane.QUEUE, admission_seq=3, durability=Durability.DURABLE, payload=payload,
+        created_at=NOW, updated_at=NOW, idempotency_key="k", last_run_id=uuid4(),
+        history=(HistoryEntry(NOW, InputPhase.QUEUED, InputPhase.STAGED, "staged"),),
+    )
+    outcome = CommandCompleted(command_id=uuid4(), command_type="retire",
+                               state=RuntimePhase.RETIRED, report=CommandReport())
+    command = RecordCommand(outcome.command_id, outcome.command_type, outcome, NOW)
+    event = EventEnvelope(
+        event_id=uuid4(), at=NOW, runtime_id="rt:a", category=EventCode.RUN_COMPLETED.category,
+        code=EventCode.RUN_COMPLETED, data={"text": "héllo", "count": 2, "big": 2**70},
+    )
+    with engine.connect() as conn:
+        conn.execute(insert(runtimes).values(
+            runtime_to_row(RuntimeRow("rt:a", RuntimePhase.IDLE, None, None, 1, 1, NOW),
+                           writer=None)))
+        conn.execute(insert(inputs).values(input_to_row("rt:a", record)))
+        conn.execute(insert(processed_commands).values(command_to_row("rt:a", command)))
+        conn.execute(insert(event_outbox).values(event_to_row(event, NOW, None, "g")))
+        stored = conn.execute(select(inputs)).one()._mapping
+        assert input_from_state(stored["state"]) == record
+        assert stored["blob_ids"] == [blob]
+        assert command_from_outcome(
+            conn.execute(select(processed_commands.c.outcome)).scalar_one()) == outcome
+        body = conn.execute(select(event_outbox.c.body)).scalar_one()
+        assert event_from_body(body) == event
+
+
+def test_json_text_passes_encoded_text_through() -> None:
+    encoded = json_column({"a": [1, None]})
+    assert isinstance(encoded, JsonText)
+    assert json_text(encoded) is encoded
+    assert json.loads(encoded) == {"a": [1, None]}
