@@ -48,7 +48,9 @@ _PAYLOADS_KEPT = 20_000
 _payloads: OrderedDict[int, tuple[AnyInput, Json]] = OrderedDict()
 """Encoded payloads by the identity of the payload object, most recent last. An input's payload
 never changes after admission and every later image of the record (staged, consumed, ...)
-carries the very same object, so each payload is encoded once, not at every update."""
+carries the very same object, so each payload is encoded once, not at every update. What a
+record's writes keep here is dropped by :func:`release` once it is written terminal (its last
+write), so the caches hold the live inputs' encodings, not the last thousands consumed."""
 
 
 def encode_payload(payload: AnyInput) -> Json:
@@ -226,16 +228,41 @@ def _decode_deferred(payload: Json) -> dict[str, Any]:
     return {"payload": decode_payload(payload)}
 
 
-@functools.lru_cache(maxsize=65_536)
+_HISTORY_KEPT = 65_536
+_histories: dict[int, tuple[HistoryEntry, Json]] = {}
+"""Encoded history entries by the entry's identity, oldest first: a record's history is written
+again with every update of the record, each entry the same object."""
+
+
 def _encode_history(entry: HistoryEntry) -> Json:
-    """(Cached: a record's history is written again with every update of the record; the
-    encoding is shared, so callers serialise it and never change it.)"""
-    return {
+    """(The encoding is shared: callers serialise it and never change it.)"""
+    kept = _histories.get(id(entry))
+    if kept is not None and kept[0] is entry:
+        return kept[1]
+    encoded = {
         "at": encode_time(entry.at),
         "from_phase": None if entry.from_phase is None else entry.from_phase.value,
         "to_phase": entry.to_phase.value,
         "reason": entry.reason,
     }
+    _histories[id(entry)] = (entry, encoded)
+    if len(_histories) > _HISTORY_KEPT:
+        del _histories[next(iter(_histories))]
+    return encoded
+
+
+def release(record: InputRecord) -> None:
+    """``record`` was just written for what should be the last time (it is terminal): drop the
+    encodings its writes kept. (A later write of it, a retried commit say, encodes it again.)"""
+    payload = record.payload
+    for cache in (_payloads, _blob_ids):
+        kept = cache.get(id(payload))
+        if kept is not None and kept[0] is payload:
+            del cache[id(payload)]
+    for entry in record.history:
+        kept_entry = _histories.get(id(entry))
+        if kept_entry is not None and kept_entry[0] is entry:
+            del _histories[id(entry)]
 
 
 def _decode_history(data: Mapping[str, Any]) -> HistoryEntry:

@@ -94,7 +94,7 @@ def runtime_from_row(row: RowMapping) -> RuntimeRow:
 def input_values(runtime_id: str, record: InputRecord) -> Row:
     """An ``inputs`` row: the whole record in ``state``, and copies of the queried fields."""
     blob_ids = codec.blob_ids_of(record)
-    return (
+    values = (
         runtime_id,
         record.input_id,
         record.phase.value,
@@ -111,6 +111,9 @@ def input_values(runtime_id: str, record: InputRecord) -> Row:
         codec.to_utc(record.created_at),
         codec.to_utc(record.updated_at),
     )
+    if record.is_terminal:
+        codec.release(record)
+    return values
 
 
 def input_to_row(runtime_id: str, record: InputRecord) -> Values:

@@ -4,6 +4,7 @@ come in its table's column order."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from uuid import uuid4
 import pytest
 from sqlalchemy import Engine, RowMapping, Table, create_engine, insert, select
 
+from persistence import codec
 from persistence.sql import rows
 from persistence.sql.engine import JsonText, json_column, json_text
 from persistence.sql.rows import (
@@ -55,6 +57,7 @@ from schemas import (
     RuntimePhase,
     TextBlock,
 )
+from tests.unit.test_codec import PAYLOADS, record_of
 from worker.core.model import (
     BoundaryReceipt,
     HistoryEntry,
@@ -169,3 +172,25 @@ def test_json_text_passes_encoded_text_through() -> None:
     assert isinstance(encoded, JsonText)
     assert json_text(encoded) is encoded
     assert json.loads(encoded) == {"a": [1, None]}
+
+
+def test_the_encodings_a_record_kept_go_once_it_is_written_terminal() -> None:
+    """The write-side caches hold live inputs only: a terminal record's last write drops what
+    its writes kept (its payload's encoding and blob ids, its history's encodings)."""
+    payload = PAYLOADS[1]
+    entry = HistoryEntry(at=datetime.now(UTC), from_phase=None, to_phase=InputPhase.QUEUED,
+                         reason="admitted")
+    queued = record_of(payload, history=(entry,))
+    first = rows.input_values("rt:kept", queued)
+    assert id(payload) in codec._payloads
+    assert id(payload) in codec._blob_ids
+    assert id(entry) in codec._histories
+
+    consumed = dataclasses.replace(queued, phase=InputPhase.CONSUMED)
+    last = rows.input_values("rt:kept", consumed)
+
+    assert id(payload) not in codec._payloads
+    assert id(payload) not in codec._blob_ids
+    assert id(entry) not in codec._histories
+    assert first[11] != last[11]  # the state, written again
+    assert rows.input_values("rt:kept", consumed) == last  # encoded again, the same
