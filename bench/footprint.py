@@ -2,13 +2,16 @@
 
 ``memory``
     A session of its own, the echo executor. The worker starts on empty queues and first takes
-    a warm-up of :data:`WARM_RUNTIMES` runtimes (:data:`INPUTS_PER_RUNTIME` prompts each), so
-    that what any first message costs (lazy imports, caches, connections) is not counted. Once
-    every input is consumed and every event sent, its resident set (``VmRSS`` of
-    ``/proc/<pid>/status``) is read; then ``--memory-runtimes`` more runtimes get
-    :data:`INPUTS_PER_RUNTIME` prompts each, and once those are consumed and their events sent
-    it is read again. The figure is the difference over the runtimes added: the memory of an
-    idle runtime the worker keeps loaded (its cache holds up to ``MEERKAT_MAX_CACHED_RUNTIMES``).
+    a warm-up burst of the same shape as the one measured: ``--memory-runtimes`` runtimes of
+    :data:`INPUTS_PER_RUNTIME` prompts each. Processing a burst needs memory only while it
+    lasts (messages in flight, commit windows, the relay's batches), and the allocator keeps
+    most of what it once took: without a burst of that size first, the difference would count
+    that high-water mark, not what stays. Once every input is consumed and every event sent,
+    its resident set (``VmRSS`` of ``/proc/<pid>/status``) is read; then as many new runtimes
+    get :data:`INPUTS_PER_RUNTIME` prompts each, and once those are consumed and their events
+    sent it is read again. The figure is the difference over the runtimes added: the memory of
+    an idle runtime the worker keeps loaded (its cache holds up to
+    ``MEERKAT_MAX_CACHED_RUNTIMES``, so twice ``--memory-runtimes`` must fit).
 ``disk``
     A session of its own, the workload of ``e2e``, with ``MEERKAT_OUTBOX_RETENTION_SECONDS=1``
     and the pruner every second (``MEERKAT_RETENTION_INTERVAL_SECONDS=1``), published once the
@@ -38,7 +41,6 @@ from bench.session import Context, Session, open_session, session_details
 from bench.workerproc import WorkerBuild
 from bench.workload import prompts
 
-WARM_RUNTIMES = 20
 INPUTS_PER_RUNTIME = 3
 UNSENT_EVENTS = "SELECT count(*) FROM event_outbox WHERE sent_at IS NULL"
 RETENTION_SETTINGS = {
@@ -75,7 +77,7 @@ async def settle(session: Session, inputs: int) -> None:
 
 
 async def run_memory(context: Context, build: WorkerBuild, runtimes: int) -> Row:
-    warm = prompts(WARM_RUNTIMES * INPUTS_PER_RUNTIME, WARM_RUNTIMES)
+    warm = prompts(runtimes * INPUTS_PER_RUNTIME, runtimes)
     load = prompts(runtimes * INPUTS_PER_RUNTIME, runtimes)
     name = label(build, "memory")
     async with open_session(context, name, build) as session:
@@ -92,7 +94,7 @@ async def run_memory(context: Context, build: WorkerBuild, runtimes: int) -> Row
         report = await session.finish(consumed=True)
         details: dict[str, object] = {
             "rss_before_bytes": before, "rss_after_bytes": after,
-            "warm_up_runtimes": WARM_RUNTIMES, "inputs_per_runtime": INPUTS_PER_RUNTIME,
+            "warm_up_runtimes": runtimes, "inputs_per_runtime": INPUTS_PER_RUNTIME,
             **session_details(session, report),
         }
     per_runtime = (after - before) / runtimes

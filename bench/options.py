@@ -11,7 +11,6 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.footprint import WARM_RUNTIMES
 from bench.report import ORDER
 from worker.config import Settings
 
@@ -92,8 +91,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             setattr(args, name, default)
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.memory_runtimes + WARM_RUNTIMES > MAX_CACHED_RUNTIMES:
-        p.error(f"--memory-runtimes must be at most {MAX_CACHED_RUNTIMES - WARM_RUNTIMES}: "
+    if 2 * args.memory_runtimes > MAX_CACHED_RUNTIMES:  # the warm-up's and the measured
+        p.error(f"--memory-runtimes must be at most {MAX_CACHED_RUNTIMES // 2}: "
                 f"the worker keeps {MAX_CACHED_RUNTIMES} runtimes loaded")
     if args.latency_rate is not None and args.latency_rate <= 0:
         p.error("--latency-rate must be positive")
