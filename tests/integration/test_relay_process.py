@@ -27,6 +27,7 @@ from tests.integration.conftest import Stack, StackFactory, new_runtime_id
 from tests.worker_process import Running, environment
 from worker.cli.publish import build_prompt, publish_envelope
 from worker.relay_process import RelayProcess
+from worker.topology import Topology
 
 pytestmark = pytest.mark.integration
 
@@ -169,17 +170,22 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"  # a zombie is dead, waiting to be reaped
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
-async def test_a_worker_killed_with_sigkill_leaves_no_relay_child(
-    amqp_url: str, postgres_url: str, topology_factory: TopologyFactory, tmp_path: Path,
-) -> None:
-    topology = topology_factory(shards=2)
-    settings: dict[str, Any] = {
+
+def _apart(amqp_url: str, postgres_url: str, topology: Topology) -> dict[str, Any]:
+    """The settings of a worker process whose relay runs apart, on its own deployment."""
+    return {
         "amqp_url": amqp_url, "database_url": postgres_url, "blob_url": "memory://",
         "topology_prefix": topology.prefix, "shards": str(topology.shards),
         "broker_delivery_limit": str(topology.delivery_limit), "http_port": "0",
         "outbox_relay": "process",
     }
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+async def test_a_worker_killed_with_sigkill_leaves_no_relay_child(
+    amqp_url: str, postgres_url: str, topology_factory: TopologyFactory, tmp_path: Path,
+) -> None:
+    settings = _apart(amqp_url, postgres_url, topology_factory(shards=2))
     worker = await Running.start(environment(**settings), tmp_path)
     try:
         started = await worker.wait_for_event(
@@ -207,12 +213,7 @@ async def test_a_relay_apart_traces_its_publishes_from_the_same_otel_environment
     """The console exporter writes to standard output, which the child points at standard
     error: its spans are in the log, and its reports on the pipe are untouched."""
     topology = topology_factory(shards=2)
-    settings: dict[str, Any] = {
-        "amqp_url": amqp_url, "database_url": postgres_url, "blob_url": "memory://",
-        "topology_prefix": topology.prefix, "shards": str(topology.shards),
-        "broker_delivery_limit": str(topology.delivery_limit), "http_port": "0",
-        "outbox_relay": "process",
-    }
+    settings = _apart(amqp_url, postgres_url, topology)
     env = {**environment(**settings), "OTEL_TRACES_EXPORTER": "console",
            "OTEL_BSP_SCHEDULE_DELAY": "100"}
     worker = await Running.start(env, tmp_path)
