@@ -168,10 +168,13 @@ def commit_boundary(
     session: Mapping[str, Any],
     message_count: int,
     output: Any = None,
+    digest: str | None = None,
 ) -> Decision:
-    """The run succeeded: snapshot + receipt + contributors consumed + runtime back, at once."""
+    """The run succeeded: snapshot + receipt + contributors consumed + runtime back, at once.
+    ``digest``: :func:`conversation_digest` of ``session``, when the caller made it already."""
     run = _current_run(runtime, run_id)
-    digest = conversation_digest(session)
+    if digest is None:
+        digest = conversation_digest(session)
     rid = runtime.runtime_id
     contributors = [runtime.inputs[i] for i in run.input_ids]
     consumed: list[InputRecord] = []

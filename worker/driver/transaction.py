@@ -59,6 +59,7 @@ from worker.core import (
     then,
 )
 from worker.driver.cache import RuntimeCache
+from worker.driver.digest import session_digest
 from worker.event_selection import EVERYTHING, EventSelection
 from worker.faults import FaultPlan
 from worker.runs.executors import RunResult
@@ -268,7 +269,8 @@ class Transaction:
         try:
             decision = commit_boundary(runtime, ctx, run_id=run_id,
                                        session=result.session, message_count=result.message_count,
-                                       output=result.output)
+                                       output=result.output,
+                                       digest=session_digest(result.session))
         except RunNotCurrent:
             return None
         if next_run_id is not None:
