@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +23,7 @@ from uuid import UUID
 import orjson
 from pydantic import TypeAdapter
 
+from persistence.identity_cache import IdentityCache
 from schemas import (
     AbandonReason,
     AnyInput,
@@ -45,8 +45,8 @@ _INPUT = TypeAdapter[AnyInput](Input)
 _ABANDON_REASON = TypeAdapter[AbandonReason](AbandonReason)
 
 _PAYLOADS_KEPT = 20_000
-_payloads: OrderedDict[int, tuple[AnyInput, Json]] = OrderedDict()
-"""Encoded payloads by the identity of the payload object, most recent last. An input's payload
+_payloads: IdentityCache[Json] = IdentityCache(_PAYLOADS_KEPT)
+"""Encoded payloads by the identity of the payload object. An input's payload
 never changes after admission and every later image of the record (staged, consumed, ...)
 carries the very same object, so each payload is encoded once, not at every update. What a
 record's writes keep here is dropped by :func:`release` once it is written terminal (its last
@@ -54,24 +54,16 @@ write), so the caches hold the live inputs' encodings, not the last thousands co
 
 
 def encode_payload(payload: AnyInput) -> Json:
-    kept = _payloads.get(id(payload))
-    if kept is not None and kept[0] is payload:
-        _payloads.move_to_end(id(payload))
-        return kept[1]
-    return _remember(payload, _INPUT.dump_python(payload, mode="json"))
-
-
-def _remember(payload: AnyInput, encoded: Json) -> Json:
     """(The encoding is shared: callers serialise it, never change it.)"""
-    _payloads[id(payload)] = (payload, encoded)
-    if len(_payloads) > _PAYLOADS_KEPT:
-        _payloads.popitem(last=False)
-    return encoded
+    kept = _payloads.get(payload)
+    if kept is not None:
+        return kept
+    return _payloads.put(payload, _INPUT.dump_python(payload, mode="json"))
 
 
 def decode_payload(data: Json) -> AnyInput:
     payload = _INPUT.validate_python(data)
-    _remember(payload, data)
+    _payloads.put(payload, data)
     return payload
 
 
@@ -195,7 +187,6 @@ def parse_json(text: str) -> Any:
 
 def _decoded(data: Mapping[str, Any], deferred: Callable[[], dict[str, Any]]) -> InputRecord:
     reason = data["abandon_reason"]
-    last_run_id = data["last_run_id"]
     return InputRecord.deferred(
         deferred,
         input_id=UUID(data["input_id"]),
@@ -210,7 +201,7 @@ def _decoded(data: Mapping[str, Any], deferred: Callable[[], dict[str, Any]]) ->
         idempotency_key=data["idempotency_key"],
         supersession_key=data["supersession_key"],
         correlation_id=data["correlation_id"],
-        last_run_id=None if last_run_id is None else UUID(last_run_id),
+        last_run_id=_decode_opt_uuid(data["last_run_id"]),
         boundary_sequence=data["boundary_sequence"],
         superseded_by=_decode_opt_uuid(data["superseded_by"]),
         aggregate_id=_decode_opt_uuid(data["aggregate_id"]),
@@ -229,40 +220,31 @@ def _decode_deferred(payload: Json) -> dict[str, Any]:
 
 
 _HISTORY_KEPT = 65_536
-_histories: dict[int, tuple[HistoryEntry, Json]] = {}
-"""Encoded history entries by the entry's identity, oldest first: a record's history is written
-again with every update of the record, each entry the same object."""
+_histories: IdentityCache[Json] = IdentityCache(_HISTORY_KEPT)
+"""Encoded history entries by the entry's identity: a record's history is written again with
+every update of the record, each entry the same object."""
 
 
 def _encode_history(entry: HistoryEntry) -> Json:
     """(The encoding is shared: callers serialise it and never change it.)"""
-    kept = _histories.get(id(entry))
-    if kept is not None and kept[0] is entry:
-        return kept[1]
-    encoded = {
+    kept = _histories.get(entry)
+    if kept is not None:
+        return kept
+    return _histories.put(entry, {
         "at": encode_time(entry.at),
         "from_phase": None if entry.from_phase is None else entry.from_phase.value,
         "to_phase": entry.to_phase.value,
         "reason": entry.reason,
-    }
-    _histories[id(entry)] = (entry, encoded)
-    if len(_histories) > _HISTORY_KEPT:
-        del _histories[next(iter(_histories))]
-    return encoded
+    })
 
 
 def release(record: InputRecord) -> None:
     """``record`` was just written for what should be the last time (it is terminal): drop the
     encodings its writes kept. (A later write of it, a retried commit say, encodes it again.)"""
-    payload = record.payload
-    for cache in (_payloads, _blob_ids):
-        kept = cache.get(id(payload))
-        if kept is not None and kept[0] is payload:
-            del cache[id(payload)]
+    _payloads.forget(record.payload)
+    _blob_ids.forget(record.payload)
     for entry in record.history:
-        kept_entry = _histories.get(id(entry))
-        if kept_entry is not None and kept_entry[0] is entry:
-            del _histories[id(entry)]
+        _histories.forget(entry)
 
 
 def _decode_history(data: Mapping[str, Any]) -> HistoryEntry:
@@ -275,25 +257,22 @@ def _decode_history(data: Mapping[str, Any]) -> HistoryEntry:
     )
 
 
-_blob_ids: dict[int, tuple[AnyInput, tuple[str, ...]]] = {}
+_blob_ids: IdentityCache[tuple[str, ...]] = IdentityCache(_PAYLOADS_KEPT)
 """The blob ids of a payload by its identity (kept, like :data:`_payloads`, because every image
-of a record carries the same payload object and each is written whole); oldest dropped first."""
+of a record carries the same payload object and each is written whole)."""
 
 
 def blob_ids_of(record: InputRecord) -> list[str]:
     """Blob ids the stored payload refers to, in order of appearance, each once."""
     payload = record.payload
-    kept = _blob_ids.get(id(payload))
-    if kept is not None and kept[0] is payload:
-        return list(kept[1])
-    seen: dict[str, None] = {}
-    for block in content_blocks(payload):
-        if isinstance(block, BlobImageBlock):
-            seen.setdefault(block.blob_id, None)
-    _blob_ids[id(payload)] = (payload, tuple(seen))
-    if len(_blob_ids) > _PAYLOADS_KEPT:
-        del _blob_ids[next(iter(_blob_ids))]
-    return list(seen)
+    kept = _blob_ids.get(payload)
+    if kept is None:
+        seen: dict[str, None] = {}
+        for block in content_blocks(payload):
+            if isinstance(block, BlobImageBlock):
+                seen.setdefault(block.blob_id, None)
+        kept = _blob_ids.put(payload, tuple(seen))
+    return list(kept)
 
 
 def encode_command(outcome: CommandCompleted) -> Json:

@@ -182,15 +182,15 @@ def test_the_encodings_a_record_kept_go_once_it_is_written_terminal() -> None:
                          reason="admitted")
     queued = record_of(payload, history=(entry,))
     first = rows.input_values("rt:kept", queued)
-    assert id(payload) in codec._payloads
-    assert id(payload) in codec._blob_ids
-    assert id(entry) in codec._histories
+    assert payload in codec._payloads
+    assert payload in codec._blob_ids
+    assert entry in codec._histories
 
     consumed = dataclasses.replace(queued, phase=InputPhase.CONSUMED)
     last = rows.input_values("rt:kept", consumed)
 
-    assert id(payload) not in codec._payloads
-    assert id(payload) not in codec._blob_ids
-    assert id(entry) not in codec._histories
+    assert payload not in codec._payloads
+    assert payload not in codec._blob_ids
+    assert entry not in codec._histories
     assert first[11] != last[11]  # the state, written again
     assert rows.input_values("rt:kept", consumed) == last  # encoded again, the same
