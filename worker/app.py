@@ -46,6 +46,7 @@ from persistence.ports import BlobStore, RuntimeStore
 from worker.broker import BrokerLink, Link
 from worker.config import Settings
 from worker.consumer import ShardConsumers
+from worker.deadline import bounded
 from worker.driver import RuntimeDriver
 from worker.event_selection import EventSelection
 from worker.faults import FaultPlan
@@ -198,7 +199,7 @@ class Worker:
         """A start-up step that waits on a dependency, within the connect timeout."""
         timeout = self.settings.connect_timeout_seconds
         try:
-            return await asyncio.wait_for(step, timeout)
+            return await bounded(step, timeout)
         except TimeoutError:
             raise TimeoutError(
                 f"{what} did not answer within {timeout:g}s (MEERKAT_CONNECT_TIMEOUT_SECONDS)"
@@ -367,7 +368,7 @@ class Worker:
         if self.outbox is not None and self.broker is not None and self.broker.link:
             self.stage = "the outbox to publish its events"
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.outbox.publish_pending(), min(grace, 5.0))
+                await bounded(self.outbox.publish_pending(), min(grace, 5.0))
         if self.supervisor is not None:
             self.stage = "the tasks to end"
             await self.supervisor.stop(min(grace, 5.0))
@@ -378,7 +379,7 @@ class Worker:
     async def _leave(self, step: Callable[[], Awaitable[None]]) -> None:
         """Mark the row leaving, or delete it; on failure the row expires after its ttl."""
         try:
-            await asyncio.wait_for(step(), min(self.settings.shutdown_grace_seconds, 5.0))
+            await bounded(step(), min(self.settings.shutdown_grace_seconds, 5.0))
         except Exception as exc:
             log.warning("leave_failed", step=step.__name__, error=repr(exc))
 

@@ -28,6 +28,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 from worker.connect import Addresses, BrokerTimeout, connect_broker
+from worker.deadline import bounded
 from worker.faults import NO_FAULTS, FaultInjected, FaultPlan
 from worker.health import ReadinessError
 from worker.pipeline.policy import RECONNECT
@@ -100,7 +101,7 @@ class BrokerLink:
         answer in time, :class:`~worker.topology.TopologyError` when its topology is wrong)."""
         connection = await connect_broker(self._addresses, self._connect_timeout)
         try:
-            link = await asyncio.wait_for(self._set_up(connection), self._connect_timeout)
+            link = await bounded(self._set_up(connection), self._connect_timeout)
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 await connection.close()

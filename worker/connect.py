@@ -25,14 +25,13 @@ went away. Only the last failure is raised when none answers.
 
 from __future__ import annotations
 
-import asyncio
-
 import aio_pika
 from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import AMQPConnectionError, InvalidFrameError
 from yarl import URL
 
 from worker.config import mask_url
+from worker.deadline import bounded
 
 
 class BrokerTimeout(TimeoutError):
@@ -93,7 +92,7 @@ async def connect_broker(url: str | URL | Addresses, within: float) -> AbstractC
 
 async def _connect_one(url: str, within: float) -> AbstractConnection:
     try:
-        return await asyncio.wait_for(aio_pika.connect(url), within)
+        return await bounded(aio_pika.connect(url), within)
     except TimeoutError:
         raise BrokerTimeout(
             f"the broker at {mask_url(str(url))} did not answer within {within:g}s "

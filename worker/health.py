@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from worker.deadline import bounded
 from worker.metrics import METRICS_CONTENT_TYPE, Metrics
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -171,7 +172,7 @@ class HealthServer:
         try:
             result = check()
             if inspect.isawaitable(result):
-                await asyncio.wait_for(result, self.check_timeout_seconds)
+                await bounded(result, self.check_timeout_seconds)
         except TimeoutError:
             return f"no answer within {self.check_timeout_seconds:g}s"
         except ReadinessError as exc:

@@ -64,6 +64,7 @@ import structlog
 
 from persistence.ports import MemberRow, MembershipStore
 from worker.assignment import assignment
+from worker.deadline import bounded, event_set
 from worker.faults import NO_FAULTS, FaultPlan
 from worker.health import ReadinessError
 
@@ -209,8 +210,7 @@ class Membership:
 
     async def run(self) -> None:
         while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), self.heartbeat_seconds)
+            await event_set(self._poked, self.heartbeat_seconds)
             self._poked.clear()
             if self._stopping.is_set():
                 return
@@ -230,8 +230,7 @@ class Membership:
                     return  # the store cannot notify: the heartbeat polls
             except Exception as exc:
                 log.warning("membership_watch_lost", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.heartbeat_seconds)
+            await event_set(self._stopping, self.heartbeat_seconds)
 
     async def readiness(self) -> None:
         """Not ready once my own heartbeat is older than the ttl: the others then count me
@@ -251,7 +250,7 @@ class Membership:
         heartbeat, watch = tasks
         watch.cancel()
         try:
-            await asyncio.wait_for(asyncio.shield(heartbeat), grace)
+            await bounded(asyncio.shield(heartbeat), grace)
         except TimeoutError:
             heartbeat.cancel()
         for task in tasks:

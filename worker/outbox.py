@@ -27,7 +27,6 @@ that is woken by every commit, so that each publishes more events for its round 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
@@ -38,6 +37,7 @@ from persistence.ports import OutboxEvent, OutboxStore
 from worker import tracing
 from worker.batch_publish import Outgoing, publish_batch
 from worker.broker import BrokerLink
+from worker.deadline import event_set
 from worker.faults import NO_FAULTS, FaultPlan
 from worker.health import ReadinessError
 from worker.metrics import Metrics
@@ -187,8 +187,7 @@ class OutboxRelay:
             self.last_pass = time.monotonic()
             if self._on_pass is not None:
                 self._on_pass()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._poll)
+            await event_set(self._wakeup, self._poll)
             rest = began + self._min_pass - time.monotonic()
             if rest > 0:  # passes at most this often: the commits in between share one
                 await asyncio.sleep(rest)

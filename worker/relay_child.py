@@ -54,6 +54,7 @@ from persistence.ports import RuntimeStore
 from worker import tracing
 from worker.broker import BrokerLink
 from worker.config import Settings
+from worker.deadline import bounded
 from worker.faults import RELAY_POINTS, FaultPlan
 from worker.logs import configure_logging
 from worker.metrics import Metrics
@@ -158,7 +159,7 @@ class RelayChild:
                 settings.database_url.get_secret_value(), writer_id=self._handoff.worker_id,
                 writer_group=self._handoff.resolved_topology().prefix, require_schema=True)
             try:
-                return await asyncio.wait_for(opening, settings.connect_timeout_seconds)
+                return await bounded(opening, settings.connect_timeout_seconds)
             except Exception as exc:
                 attempt += 1
                 log.warning("outbox_relay_store_unavailable", attempt=attempt,

@@ -52,6 +52,7 @@ import structlog
 from persistence.ports import OutboxStore
 from worker.broker import BrokerLink
 from worker.config import ENV_PREFIX, Settings
+from worker.deadline import bounded
 from worker.faults import RELAY_POINTS, FaultPlan
 from worker.health import ReadinessError
 from worker.metrics import Metrics
@@ -230,7 +231,7 @@ async def _end(child: asyncio.subprocess.Process) -> None:
     if child.stdin is not None:
         child.stdin.close()
     try:
-        await asyncio.wait_for(child.wait(), CHILD_STOP_SECONDS)
+        await bounded(child.wait(), CHILD_STOP_SECONDS)
     except TimeoutError:
         log.warning("outbox_relay_killed", pid=child.pid, timeout_seconds=CHILD_STOP_SECONDS)
         _kill(child)

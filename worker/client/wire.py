@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from schemas import COMMAND_MESSAGE_TYPE, INPUT_MESSAGE_TYPE, CommandEnvelope, InputEnvelope, Reply
 from worker.client.errors import ExchangeMissing, NoReply, NotConfirmed, UnexpectedReply, Unroutable
 from worker.client.messages import describe
+from worker.deadline import bounded
 from worker.pipeline.authz import DIRECT_REPLY_TO
 from worker.topology import Topology
 
@@ -195,7 +196,7 @@ async def request_reply(
         await replies.consume(on_reply, no_ack=True)
         await publish(channel, DIRECT_REPLY_TO, correlation)
         try:
-            body = await asyncio.wait_for(arrived, wait_seconds)
+            body = await bounded(arrived, wait_seconds)
         except TimeoutError:
             raise NoReply(wait_seconds, correlation) from None
     finally:

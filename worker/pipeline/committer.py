@@ -37,6 +37,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from schemas import Limits
 from worker import tracing
 from worker.broker import BrokerLink
+from worker.deadline import bounded
 from worker.driver import Aborted, RuntimeDriver
 from worker.faults import NO_FAULTS, FaultPlan
 from worker.metrics import Metrics
@@ -122,7 +123,7 @@ class Committer:
         already decided are settled; the caller then closes the channel."""
         self._inbox.release(channel)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settler.wait_for(lambda: not any(
+            await bounded(self._settler.wait_for(lambda: not any(
                 isinstance(i, Delivery) and i.channel is channel
                 for w in self._windows.values() for i in w.items)), grace)
 

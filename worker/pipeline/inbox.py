@@ -30,7 +30,6 @@ are prevented:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import weakref
 from collections import deque
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING
 import aiormq.abc
 from aio_pika.abc import AbstractIncomingMessage
 
+from worker.deadline import event_set
 from worker.pipeline.parsing import ParsedMessage
 from worker.pipeline.steps import RunStep
 
@@ -179,8 +179,7 @@ class Inbox:
             timeout = None
             if self._retry_at:
                 timeout = max(min(self._retry_at.values()) - self._clock(), 0.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), timeout)
+            await event_set(self._arrived, timeout)
 
     def _due(self) -> list[str]:
         now = self._clock()

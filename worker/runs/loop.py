@@ -40,6 +40,7 @@ import structlog
 from persistence.errors import StoreError
 from worker import tracing
 from worker.core import Signal
+from worker.deadline import bounded
 from worker.driver import RuntimeDriver
 from worker.faults import NO_FAULTS, FaultPlan
 from worker.health import ReadinessError
@@ -228,7 +229,7 @@ class RunLoop:
         try:
             await self._faults.reach("mid_run")
             with tracing.executing(staged.trace):
-                result = await asyncio.wait_for(self._executor(request), self._timeout)
+                result = await bounded(self._executor(request), self._timeout)
         except TimeoutError:
             return f"executor timed out after {self._timeout}s", None, self._timeout
         except asyncio.CancelledError:

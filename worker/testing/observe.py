@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from schemas import EventEnvelope
 from worker.cli.dead_letters import DeadLetter
 from worker.cli.dlq import dead_letter
+from worker.deadline import bounded
 from worker.topology import Topology
 
 _T = TypeVar("_T")
@@ -42,7 +43,7 @@ async def within(seconds: float, what: str, awaitable: Awaitable[_T],
     """``await awaitable``, or :class:`WaitTimeout` after ``seconds`` naming ``what`` (and,
     when given, ``seen()``: what had happened by then)."""
     try:
-        return await asyncio.wait_for(awaitable, seconds)
+        return await bounded(awaitable, seconds)
     except TimeoutError:
         detail = f"; seen: {seen()}" if seen is not None else ""
         raise WaitTimeout(f"timed out after {seconds:g}s waiting for {what}{detail}") from None
