@@ -63,3 +63,25 @@ def test_keys_json_converts_and_other_mappings_take_the_cores_way() -> None:
         conversation_digest(view)
     with pytest.raises(TypeError):
         session_digest(view)
+
+
+@pytest.mark.parametrize("value", [6.1e-05, -6.1e-05, 1e-7, 2.5e-7, -3.25e-8, 1e-05])
+def test_a_small_float_anywhere_takes_the_cores_way(value: float) -> None:
+    for session in ({"v": value}, {"l": [value]}, {"l": [1, value]}, {"d": {"a": "x", "b": value}}):
+        assert session_digest(session) == conversation_digest(session)
+
+
+def test_a_transcript_of_ids_is_digested_without_the_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.driver import digest
+
+    ids = [f"0190{n:04x}-5e-3-a{n:03x}e-4f-{n:04x}e-1{n:07x}" for n in range(300)]
+    session = {"transcript": [{"input_id": i, "text": "1e-5 0.00001 costs 5e-3a"} for i in ids]}
+    expected = conversation_digest(session)
+
+    def not_here(session: object) -> str:
+        raise AssertionError("the transcript went the core's slower way")
+
+    monkeypatch.setattr(digest, "conversation_digest", not_here)
+    assert session_digest(session) == expected

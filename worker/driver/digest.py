@@ -11,18 +11,19 @@ The same text: orjson sorts keys by their UTF-8 bytes (the order of code points,
 does), escapes the same characters the same way, and writes integers and floats alike, but
 for floats below 10⁻⁴: ``json`` writes them in exponent form (``6.1e-05``), orjson in decimals
 down to 10⁻⁷ (``0.000061``) and then with a one-digit exponent (``1e-7``, not ``1e-07``). A
-text with either (or with what looks like one inside a string) goes to the core's own
-function; so does anything orjson refuses or is told to pass through (a key that is not a
-string, a subclass of ``str`` or ``int``, a dataclass, a time), where ``json`` either writes it
-its own way or raises as before. Two differences remain, both
-outside JSON: a NaN or an infinite float (``json`` writes ``NaN``, orjson and the store
-``null``) and a UUID (``json`` refuses it, orjson writes its text, as the store does).
+session holding such a float goes to the core's own function: a walk over its values finds one
+before any text is written (looking for those numbers in the text instead cost more than writing
+and hashing it, and any UUID of a transcript looks like one: ``…5e-3…``). So does anything
+orjson refuses or is told to pass through (a key that is not a string, a subclass of ``str`` or
+``int``, a dataclass, a time), where ``json`` either writes it its own way or raises as before.
+Two differences remain, both outside JSON: a NaN or an infinite float (``json`` writes ``NaN``,
+orjson and the store ``null``) and a UUID (``json`` refuses it, orjson writes its text, as the
+store does).
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,18 +33,36 @@ from worker.core import conversation_digest
 
 _OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
             | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS)
-_SHORT_NEGATIVE_EXPONENT = re.compile(rb"[0-9]e-[0-9](?![0-9])")
-"""Where orjson's text and ``json``'s differ (see the module docstring)."""
+SMALL = 1e-4
+"""Floats nearer zero than this (but zero) are written otherwise by orjson (see the module)."""
+
+
+def _holds_small_float(session: dict[str, Any]) -> bool:
+    """Whether a float below :data:`SMALL` is anywhere in ``session``: a walk over its values,
+    whose cost is the number of values, not the length of the text (a transcript is mostly
+    long strings)."""
+    stack: list[Any] = [session]
+    pop, grow = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is dict:
+            grow(item.values())
+        elif kind is list or kind is tuple:
+            grow(item)
+        elif kind is float and item and -SMALL < item < SMALL:
+            return True
+    return False
 
 
 def session_digest(session: Mapping[str, Any]) -> str:
     """:func:`worker.core.conversation_digest` of ``session``, the same text written faster."""
     if type(session) is not dict:  # a Mapping of another kind: orjson writes only dicts
         return conversation_digest(session)
+    if _holds_small_float(session):
+        return conversation_digest(session)
     try:
         text = orjson.dumps(session, option=_OPTIONS)
     except TypeError:
-        return conversation_digest(session)
-    if b"0.0000" in text or (b"e-" in text and _SHORT_NEGATIVE_EXPONENT.search(text)):
         return conversation_digest(session)
     return "sha256:" + hashlib.sha256(text).hexdigest()
