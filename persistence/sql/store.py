@@ -24,6 +24,7 @@ from persistence.errors import UnsafeDatabase
 from persistence.migrate import check_schema, upgrade_engine
 from persistence.plan import plan_writes
 from persistence.ports import OutboxEvent, StoredRuntime, Writer, receipts_named_by
+from persistence.sql import outbox_driver
 from persistence.sql.engine import database_url, make_engine
 from persistence.sql.history import SqlHistoryQueries
 from persistence.sql.membership import SqlMembership
@@ -262,6 +263,9 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
             return [event_from_body(body) for body in result.scalars()]
 
     async def fetch_unsent_events(self, limit: int) -> list[OutboxEvent]:
+        if not self._sqlite:
+            async with self._reading() as conn:
+                return await outbox_driver.fetch_unsent(conn, self._writer.group, limit)
         async with self._reading() as conn:
             # The body as text, published as stored; what the AMQP properties need comes from
             # the row's columns and the body's ``at``, without parsing the whole body.
@@ -283,6 +287,10 @@ class SqlRuntimeStore(SqlHistoryQueries, SqlMembership, SqlRetention):
         if not positions:
             return
         now = self._clock()
+        if not self._sqlite:  # one statement, atomic as it runs
+            async with self._reading() as conn:
+                await outbox_driver.mark_sent(conn, positions, now)
+            return
         async with self._writing() as conn:
             for start in range(0, len(positions), _MARK_CHUNK):
                 chunk = list(positions[start : start + _MARK_CHUNK])
