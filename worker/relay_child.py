@@ -32,9 +32,9 @@ that nothing a library prints can corrupt the protocol.
 The store is opened again and again with backoff while the database is away (each attempt is
 reported as a pass: the relay is alive, waiting out an outage); the broker link reconnects as the
 worker's does, and the first pass waits for it (within the connect timeout). Passes are at least
-:data:`PASS_SECONDS` apart, woken by the worker's commits or at the poll interval. A relay
-loop that raises (an injected ``raise``) ends the process with code 1, which the worker's
-supervision logs and answers with a new child.
+:data:`~worker.outbox.MIN_PASS_SECONDS` apart, as inline, woken by the worker's commits or at
+the poll interval. A relay loop that raises (an injected ``raise``) ends the process with code
+1, which the worker's supervision logs and answers with a new child.
 """
 
 from __future__ import annotations
@@ -65,10 +65,6 @@ from worker.relay_protocol import Handoff, ProtocolError, Report, ReportKind, re
 log = structlog.get_logger(__name__)
 
 PR_SET_PDEATHSIG = 1
-PASS_SECONDS = 0.02
-"""The shortest time from one pass to the next. Inline, a pass waits for the event loop's turn
-and so takes the commits of a while at once; here every commit would wake a pass of its own,
-each with its lease check and database round trips, on the cores the pipeline needs too."""
 STOP_SECONDS = 2.0
 """How long a pass under way at the end of input may take to finish before it is cancelled."""
 
@@ -125,7 +121,7 @@ class RelayChild:
                             self._handoff.resolved_topology(),
                             connect_timeout=settings.connect_timeout_seconds)
         relay = OutboxRelay(store, broker, metrics=Metrics(), faults=self._faults,
-                            on_pass=self.report_pass, min_pass_seconds=PASS_SECONDS)
+                            on_pass=self.report_pass)
         self._relay = relay
         tasks = [commands, asyncio.create_task(broker.run(), name="relay-broker")]
         try:
