@@ -37,6 +37,7 @@ from schemas import (
     Lane,
 )
 from schemas.validation import content_blocks
+from worker.core.floats import holds_float, read_as_wide_int
 from worker.core.model import HistoryEntry, InputRecord
 
 Json = dict[str, Any]
@@ -176,13 +177,17 @@ def decode_input_text(text: str) -> InputRecord:
     return _decoded(parse_json(text), functools.partial(_decode_deferred_text, text))
 
 
-def parse_json(text: str) -> Any:
-    """orjson (several times faster than ``json``), or ``json`` for what orjson refuses (an
-    integer beyond 64 bits)."""
+def parse_json(text: str | bytes) -> Any:
+    """orjson (several times faster than ``json``), or ``json`` for what orjson refuses (a
+    ``NaN``, a float beyond the double's range) or reads otherwise: an integer wider than 64
+    bits, which orjson reads as a float and ``json`` exactly (:mod:`worker.core.floats`)."""
     try:
-        return orjson.loads(text)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+    if holds_float(value, read_as_wide_int):
+        return json.loads(text)
+    return value
 
 
 def _decoded(data: Mapping[str, Any], deferred: Callable[[], dict[str, Any]]) -> InputRecord:

@@ -287,3 +287,23 @@ def test_an_events_fields_are_written_as_they_are() -> None:
     assert not decorators.computed_fields
     assert all(f.serialization_alias is None and f.alias is None
                for f in EventEnvelope.model_fields.values())
+
+
+@pytest.mark.parametrize("number", [2**64 - 1, 2**64, -(2**63) - 1, 10**30, -(10**40)])
+def test_an_integer_of_any_width_reads_back_exactly(number: int) -> None:
+    payload = ExternalEventInput(header=header(), event_type="webhook",
+                                 payload={"n": number, "l": [1.5, number]})
+    text = codec.encode_input_text(record_of(payload))
+
+    decoded = codec.decode_input_text(text).payload
+
+    assert isinstance(decoded, ExternalEventInput)
+    assert decoded.payload == {"n": number, "l": [1.5, number]}
+    assert type(decoded.payload["n"]) is int
+
+
+def test_parsed_json_keeps_wide_integers_floats_and_what_only_json_reads() -> None:
+    assert codec.parse_json('{"a": 18446744073709551616, "b": [1e19, 0.25]}') == {
+        "a": 18446744073709551616, "b": [1e19, 0.25]}
+    assert codec.parse_json(b'[-9223372036854775809, 7]') == [-9223372036854775809, 7]
+    assert codec.parse_json("[NaN]")[0] != codec.parse_json("[NaN]")[0]  # json's NaN

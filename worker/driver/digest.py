@@ -12,8 +12,9 @@ does), escapes the same characters the same way, and writes integers and floats 
 for floats below 10⁻⁴: ``json`` writes them in exponent form (``6.1e-05``), orjson in decimals
 down to 10⁻⁷ (``0.000061``) and then with a one-digit exponent (``1e-7``, not ``1e-07``). A
 session holding such a float goes to the core's own function: a walk over its values finds one
-before any text is written (looking for those numbers in the text instead cost more than writing
-and hashing it, and any UUID of a transcript looks like one: ``…5e-3…``). So does anything
+before any text is written (:mod:`worker.core.floats`; looking for those numbers in the text
+instead cost more than writing and hashing it, and any UUID of a transcript looks like one:
+``…5e-3…``). So does anything
 orjson refuses or is told to pass through (a key that is not a string, a subclass of ``str`` or
 ``int``, a dataclass, a time), where ``json`` either writes it its own way or raises as before.
 Two differences remain, both outside JSON: a NaN or an infinite float (``json`` writes ``NaN``,
@@ -30,36 +31,17 @@ from typing import Any
 import orjson
 
 from worker.core import conversation_digest
+from worker.core.floats import holds_float, near_zero
 
 _OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
             | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS)
-SMALL = 1e-4
-"""Floats nearer zero than this (but zero) are written otherwise by orjson (see the module)."""
-
-
-def _holds_small_float(session: dict[str, Any]) -> bool:
-    """Whether a float below :data:`SMALL` is anywhere in ``session``: a walk over its values,
-    whose cost is the number of values, not the length of the text (a transcript is mostly
-    long strings)."""
-    stack: list[Any] = [session]
-    pop, grow = stack.pop, stack.extend
-    while stack:
-        item = pop()
-        kind = type(item)
-        if kind is dict:
-            grow(item.values())
-        elif kind is list or kind is tuple:
-            grow(item)
-        elif kind is float and item and -SMALL < item < SMALL:
-            return True
-    return False
 
 
 def session_digest(session: Mapping[str, Any]) -> str:
     """:func:`worker.core.conversation_digest` of ``session``, the same text written faster."""
     if type(session) is not dict:  # a Mapping of another kind: orjson writes only dicts
         return conversation_digest(session)
-    if _holds_small_float(session):
+    if holds_float(session, near_zero):
         return conversation_digest(session)
     try:
         text = orjson.dumps(session, option=_OPTIONS)
