@@ -31,14 +31,16 @@ _POSTGRES_ALIASES = {"postgres", "postgresql", POSTGRES_DRIVER}
 _SQLITE_ALIASES = {"sqlite", SQLITE_DRIVER}
 
 CONNECT_TIMEOUT_S = 5.0
-POOL_SIZE = 16
-POOL_OVERFLOW = 4
-"""A worker's PostgreSQL connections: 16 kept, 4 more at a burst (20 at most; four replicas
-stay under PostgreSQL's default ``max_connections`` of 100). Connections past the kept ones
-are closed when returned, and opening one costs a server process and a handshake: with
-SQLAlchemy's default 5 kept, a worker answering requests at 120/s opened and closed
-connections all the time (runs read snapshots beside the commits, the relay and the loads),
-and its accept latency p50 was 290 ms instead of 67 ms."""
+POOL_SIZE = 20
+POOL_OVERFLOW = 0
+"""A worker's PostgreSQL connections: 20, kept open (four replicas stay under PostgreSQL's
+default ``max_connections`` of 100). A connection past the kept ones would be closed when
+returned, and opening one costs a server process, a handshake and asyncpg's type introspection
+for each statement it prepares. With SQLAlchemy's default 5 kept, a worker answering requests at
+120/s opened and closed connections all the time (runs read snapshots beside the commits, the
+relay and the loads), and its accept latency p50 was 290 ms instead of 67 ms; with 16 kept and
+4 more at a burst, the four were still opened and closed under a paced load. A burst beyond the
+20 waits for one of them (SQLAlchemy's pool timeout) rather than opening more."""
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 Purpose = Literal["store", "migrate"]
