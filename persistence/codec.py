@@ -174,20 +174,28 @@ def decode_input_text(text: str) -> InputRecord:
     ``text`` (one string) rather than the parsed payload (a few dozen objects, each one more for
     the garbage collector to walk, for each of a long queue's inputs); reading it parses
     ``text`` again."""
-    return _decoded(parse_json(text), functools.partial(_decode_deferred_text, text))
+    # The record's own fields are the worker's (no integer there is wider than 64 bits), and
+    # the payload, where an external one could be, is read apart, by parse_json: so no walk.
+    return _decoded(_loads(text), functools.partial(_decode_deferred_text, text))
 
 
 def parse_json(text: str | bytes) -> Any:
     """orjson (several times faster than ``json``), or ``json`` for what orjson refuses (a
     ``NaN``, a float beyond the double's range) or reads otherwise: an integer wider than 64
     bits, which orjson reads as a float and ``json`` exactly (:mod:`worker.core.floats`)."""
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+    value = _loads(text)
     if holds_float(value, read_as_wide_int):
         return json.loads(text)
     return value
+
+
+def _loads(text: str | bytes) -> Any:
+    """orjson, or ``json`` for what orjson refuses; an integer wider than 64 bits may come
+    back as a float (see :func:`parse_json`)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _decoded(data: Mapping[str, Any], deferred: Callable[[], dict[str, Any]]) -> InputRecord:
