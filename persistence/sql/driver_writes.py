@@ -87,13 +87,18 @@ def _arrays(rows: Sequence[Row]) -> list[tuple[Any, ...]]:
     return list(zip(*rows, strict=True))
 
 
+async def driver_of(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``."""
+    return (await conn.get_raw_connection()).driver_connection
+
+
 async def _driver_in_transaction(conn: AsyncConnection) -> Any:
     """The asyncpg connection under ``conn``, inside ``conn``'s transaction.
 
     SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement it runs; a commit
     whose statements all go to the driver has it send an empty one first, so that none of them
     runs outside the transaction (and commits on its own)."""
-    driver = (await conn.get_raw_connection()).driver_connection
+    driver = await driver_of(conn)
     if driver is not None and not driver.is_in_transaction():
         await conn.exec_driver_sql("SELECT 1")
     if driver is None or not driver.is_in_transaction():  # pragma: no cover - never seen

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from persistence.outbox_port import OutboxEvent
+from persistence.sql.driver_writes import driver_of
 
 # A relay reads its own deployment's rows and those written by none (before groups were
 # recorded); ``writer_group = NULL`` matches nothing, so a relay of no group reads only those.
@@ -35,13 +35,9 @@ _MARK_SENT = (
 )
 
 
-async def _driver(conn: AsyncConnection) -> Any:
-    return (await conn.get_raw_connection()).driver_connection
-
-
 async def fetch_unsent(conn: AsyncConnection, group: str | None, limit: int) -> list[OutboxEvent]:
     """The first ``limit`` unsent events of ``group`` (and of no group), in outbox order."""
-    records = await (await _driver(conn)).fetch(_FETCH_UNSENT, group, limit)
+    records = await (await driver_of(conn)).fetch(_FETCH_UNSENT, group, limit)
     return [
         OutboxEvent(r[0], r[1], r[2], r[3], datetime.fromisoformat(r[4]), r[5].encode(), r[6])
         for r in records
@@ -50,4 +46,4 @@ async def fetch_unsent(conn: AsyncConnection, group: str | None, limit: int) -> 
 
 async def mark_sent(conn: AsyncConnection, positions: Sequence[int], now: datetime) -> None:
     """Mark the events at ``positions`` sent at ``now`` (those not marked already)."""
-    await (await _driver(conn)).execute(_MARK_SENT, list(positions), now)
+    await (await driver_of(conn)).execute(_MARK_SENT, list(positions), now)
